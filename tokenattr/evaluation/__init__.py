@@ -1,0 +1,1 @@
+"""Metrics over (input, relevance, label) that know nothing about models."""

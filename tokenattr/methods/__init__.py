@@ -1,0 +1,104 @@
+"""Attribution methods: one registry, one call shape (:func:`explain`).
+
+Every method is a function ``fn(model, inputs, target=None, **options) -> Tensor [B, N]``; options are
+keywords with defaults in its signature, and a model family may supply its own defaults for them
+(``model.method_defaults(name)``, e.g. ViT's start blocks).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .attention import attention_gradcam, generic_attribution, raw_attention, rollout
+from .ours import ours_head_wise, ours_token_wise
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    fn: Callable[..., Tensor]
+    description: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The keyword options the method accepts."""
+        parameters = inspect.signature(self.fn).parameters.values()
+        return tuple(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
+METHODS: dict[str, Method] = {
+    method.name: method
+    for method in (
+        Method("ours-h", ours_head_wise, "attention perception, head-wise, ⊙ reasoning feedback (the paper)", ("ours",)),
+        Method(
+            "ours-t",
+            ours_token_wise,
+            "attention perception, token-wise, ⊙ reasoning feedback (the paper)",
+            ("ours_c", "our-c", "ours-c"),
+        ),
+        Method("raw-attention", raw_attention, "last-block attention averaged over heads", ("attn_last_layer", "last_attn")),
+        Method("rollout", rollout, "attention rollout (Abnar & Zuidema 2020)"),
+        Method("attn-gradcam", attention_gradcam, "Grad-CAM on the last attention map", ("attn_gradcam",)),
+        Method(
+            "generic-attribution",
+            generic_attribution,
+            "gradient-weighted attention rollout (Chefer et al. ICCV'21)",
+            ("generic_attribution",),
+        ),
+    )
+}
+_ALIASES = {alias: method.name for method in METHODS.values() for alias in (method.name, *method.aliases)}
+
+
+def get_method(name: str) -> Method:
+    """Look a method up by its name or one of the original code's spellings."""
+    canonical = _ALIASES.get(name) if isinstance(name, str) else None
+    if canonical is None:
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)} (aliases: {', '.join(sorted(set(_ALIASES) - set(METHODS)))})")
+    return METHODS[canonical]
+
+
+def _as_inputs(model: nn.Module, inputs: Tensor | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    if isinstance(inputs, Tensor):
+        inputs = {model.main_input_name: inputs}
+    if not isinstance(inputs, Mapping):
+        raise TypeError(f"inputs must be a tensor or a mapping of tensors, got {type(inputs).__name__}")
+    device = next(model.parameters()).device
+    return {name: value.to(device) for name, value in inputs.items()}
+
+
+def explain(
+    model: nn.Module,
+    inputs: Tensor | Mapping[str, Tensor],
+    method: str = "ours-h",
+    target: int | Tensor | None = None,
+    **options,
+) -> Tensor:
+    """Token relevance ``[B, N]`` of ``inputs`` for ``target`` by ``method``.
+
+    Args:
+        model: a model from :func:`tokenattr.load_model`.
+        inputs: the model's main input (``pixel_values [B, C, H, W]`` for ViT) or a mapping of its inputs.
+        method: a name from ``METHODS`` or an alias.
+        target: ``None`` (predicted class), an ``int``, or a ``LongTensor [B]``; the raw logit is explained.
+        **options: the method's keyword options (``start_layer``, ``steps``, ``internal_batch_size``, ...);
+            ``None`` means the family's default.
+
+    Returns the raw relevance over the non-prefix tokens, before any up-sampling (see :func:`to_image_map`).
+    """
+    spec = get_method(method)
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise TypeError(f"method {spec.name!r} has no option(s) {', '.join(unknown)}; its options: {', '.join(spec.options) or 'none'}")
+    kwargs = {**model.method_defaults(spec.name), **{k: v for k, v in options.items() if v is not None}}
+    with torch.enable_grad():
+        return spec.fn(model, _as_inputs(model, inputs), target, **kwargs).detach()
+
+
+__all__ = ["METHODS", "Method", "explain", "get_method"]

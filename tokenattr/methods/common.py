@@ -1,0 +1,107 @@
+"""What every method shares: targets, included blocks, one recorded forward pass, and the read-off.
+
+Conventions (DESIGN §4), written once here:
+* ``target`` — ``None`` (the predicted class of the unscaled input), an ``int`` for the whole batch, or a
+  ``LongTensor [B]``. The explained score is the raw logit of that class.
+* ``start_layer`` — 0-based index of the first block a method includes; blocks ``start_layer..L-1`` are used.
+* output — raw token relevance ``[B, N_tokens - prefix]``, read off a token matrix at the pooled row(s).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..models.layers import BlockRecord, record
+
+Inputs = Mapping[str, Tensor]
+
+
+def resolve_target(target: int | Tensor | None, logits: Tensor) -> Tensor:
+    """The explained class per sample as a ``LongTensor [B]``."""
+    batch, num_classes = logits.shape
+    if target is None:
+        return logits.detach().argmax(dim=-1)
+    if isinstance(target, bool) or not isinstance(target, (int, Tensor)):
+        raise TypeError(f"target must be None, an int or a LongTensor [B], got {type(target).__name__}")
+    if isinstance(target, int):
+        target = torch.full((batch,), target, dtype=torch.long, device=logits.device)
+    elif target.dtype != torch.long or target.shape != (batch,):
+        raise ValueError(f"a target tensor must be a LongTensor of shape [{batch}], got {target.dtype} {tuple(target.shape)}")
+    target = target.to(logits.device)
+    if target.min() < 0 or target.max() >= num_classes:
+        raise ValueError(f"target {target.tolist()} out of range: the model has {num_classes} classes")
+    return target
+
+
+def target_score(logits: Tensor, target: Tensor) -> Tensor:
+    """Sum over the batch of each sample's target logit: one backward pass gives every sample's gradient."""
+    return logits.gather(1, target[:, None]).sum()
+
+
+def included_layers(model: nn.Module, start_layer: int) -> list[int]:
+    depth = model.depth
+    if not isinstance(start_layer, int) or not 0 <= start_layer < depth:
+        raise ValueError(f"start_layer must be a block index in 0..{depth - 1} (0-based), got {start_layer!r}")
+    return list(range(start_layer, depth))
+
+
+def recorded_forward(
+    model: nn.Module,
+    inputs: Inputs,
+    target: int | Tensor | None,
+    layers: list[int],
+    *,
+    differentiable: bool = False,
+    value_proj: bool = False,
+    input_scale: Tensor | None = None,
+) -> tuple[dict[int, BlockRecord], Tensor, Tensor]:
+    """Run the model once, recording ``layers``. Returns ``(records, target [B], score)``.
+
+    ``score`` is the summed target logit, differentiable w.r.t. the recorded maps when ``differentiable``;
+    otherwise the pass runs without autograd.
+    """
+    with torch.set_grad_enabled(differentiable), record(
+        model, layers, differentiable=differentiable, value_proj=value_proj
+    ) as records:
+        logits = model(**inputs, input_scale=input_scale)
+    target = resolve_target(target, logits)
+    return records, target, target_score(logits, target)
+
+
+def attention_gradients(records: dict[int, BlockRecord], layers: list[int], score: Tensor) -> list[Tensor]:
+    """``∂score/∂A_l`` ``[B, H, N, N]`` for each layer, in one backward pass."""
+    return list(torch.autograd.grad(score, [records[layer].attn_probs for layer in layers]))
+
+
+def identity_like(matrices: Tensor) -> Tensor:
+    """``I_N`` repeated over the batch, ``[B, N, N]``, for matrices ``[B, ..., N, N]``."""
+    batch, tokens = matrices.shape[0], matrices.shape[-1]
+    eye = torch.eye(tokens, dtype=matrices.dtype, device=matrices.device)
+    return eye.expand(batch, tokens, tokens).clone()
+
+
+@torch.no_grad()
+def residual_rollout(transitions: list[Tensor]) -> Tensor:
+    """``R = Π_l (I + T_l)`` over per-block ``[B, N, N]`` matrices, later blocks on the left.
+
+    The identity stands for the residual connection; no row normalisation (spec §3.1 step 2).
+    """
+    rollout = identity_like(transitions[0])
+    for transition in transitions:
+        rollout = rollout + transition @ rollout
+    return rollout
+
+
+def read_off(model: nn.Module, token_matrix: Tensor) -> Tensor:
+    """Token relevance ``[B, N - prefix]`` from a ``[B, N, N]`` matrix (rows: queries, columns: keys).
+
+    A class-token model reads the class token's row; a mean-pooled model averages the patch rows, because
+    its prediction is made from all of them (DESIGN §4, read-off).
+    """
+    prefix = model.num_prefix_tokens
+    if model.pooling == "cls":
+        return token_matrix[:, 0, prefix:]
+    return token_matrix[:, prefix:, prefix:].mean(dim=1)

@@ -1,0 +1,217 @@
+"""The transformer core every family is built from, and the recording that attribution methods read.
+
+One attention, one MLP and one block serve ViT, BERT and CLIP; the differences between families are
+constructor options (pre- or post-LayerNorm, activation, epsilon), never copies (DESIGN §3).
+
+Recording (DESIGN §3, "capture, don't fork"): inside ``with record(model, ...) as records:`` each chosen
+block stores a :class:`BlockRecord` — its attention probabilities, its input and, on request, its value
+projection. Outside that context nothing is stored and attention takes PyTorch's fused kernel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+class QuickGELU(nn.Module):
+    """The sigmoid approximation of GELU that OpenAI CLIP was trained with."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def make_activation(name: str) -> nn.Module:
+    if name == "gelu":
+        return nn.GELU()
+    if name == "quick_gelu":
+        return QuickGELU()
+    raise ValueError(f"unknown activation {name!r}; expected one of 'gelu', 'quick_gelu'")
+
+
+@dataclass
+class BlockRecord:
+    """What one block recorded in a forward pass. Tensors are the ones the forward computed (no copies).
+
+    Attributes:
+        attn_probs: ``[B, H, N, N]`` softmax attention, rows are queries and sum to 1. When the recording is
+            ``differentiable`` it is part of the autograd graph, so ``torch.autograd.grad(score, attn_probs)``
+            gives the gradient a method reads.
+        block_input: ``[B, N, D]`` the residual stream entering the block (pre-LN: before the first norm;
+            post-LN: the previous block's normalised output).
+        value_proj: ``[B, N, D]`` ``v W_o^T`` — each token's value vector (heads concatenated, value bias
+            included) through the output projection, without the output bias; ``None`` unless requested.
+    """
+
+    keep_value_proj: bool = False
+    differentiable: bool = False
+    attn_probs: Tensor | None = None
+    block_input: Tensor | None = None
+    value_proj: Tensor | None = None
+
+
+@dataclass
+class Recording:
+    """Which blocks an :class:`Encoder` records, and the records it made (keyed by 0-based block index)."""
+
+    layers: frozenset[int]
+    keep_value_proj: bool = False
+    differentiable: bool = False
+    records: dict[int, BlockRecord] = field(default_factory=dict)
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused ``qkv`` projection split as ``(qkv, heads, head_dim)``."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, record: BlockRecord | None = None) -> Tensor:
+        """``x`` ``[B, N, D]``; ``attn_mask`` additive, broadcastable to ``[B, H, N, N]``."""
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        query, key, value = qkv.unbind(0)  # each [B, H, N, d]
+        if record is None:
+            context = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
+        else:
+            scores = (query @ key.transpose(-2, -1)) * self.scale  # [B, H, N, N]
+            if attn_mask is not None:
+                scores = scores + attn_mask
+            attn_probs = scores.softmax(dim=-1)
+            if record.differentiable and not attn_probs.requires_grad:
+                attn_probs.requires_grad_()  # frozen weights: make the map itself a leaf to differentiate
+            record.attn_probs = attn_probs
+            context = attn_probs @ value
+            if record.keep_value_proj:
+                values = value.transpose(1, 2).reshape(batch, tokens, dim)  # heads concatenated
+                record.value_proj = values @ self.proj.weight.T
+        context = context.transpose(1, 2).reshape(batch, tokens, dim)
+        return self.proj(context)
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int, activation: str = "gelu"):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = make_activation(activation)
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class Block(nn.Module):
+    """One transformer block, pre-LN (ViT, CLIP) or post-LN (BERT).
+
+    pre-LN:  ``y = x + attn(norm1(x));  out = y + mlp(norm2(y))``
+    post-LN: ``y = norm1(x + attn(x));  out = norm2(y + mlp(y))``
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_dim: int,
+        *,
+        qkv_bias: bool = True,
+        norm_first: bool = True,
+        eps: float = 1e-6,
+        activation: str = "gelu",
+    ):
+        super().__init__()
+        self.norm_first = norm_first
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = MLP(dim, mlp_dim, activation)
+
+    def forward(self, x: Tensor, attn_mask: Tensor | None = None, record: BlockRecord | None = None) -> Tensor:
+        if record is not None:
+            record.block_input = x
+        if self.norm_first:
+            x = x + self.attn(self.norm1(x), attn_mask, record)
+            return x + self.mlp(self.norm2(x))
+        x = self.norm1(x + self.attn(x, attn_mask, record))
+        return self.norm2(x + self.mlp(x))
+
+
+class Encoder(nn.Module):
+    """A stack of blocks; the one place where recording happens."""
+
+    def __init__(self, blocks: Iterable[Block]):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.recording: Recording | None = None
+
+    def forward(self, hidden: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        recording = self.recording
+        for index, block in enumerate(self.blocks):
+            if recording is None:
+                hidden = block(hidden, attn_mask)
+                continue
+            record = None
+            if index in recording.layers:
+                record = BlockRecord(recording.keep_value_proj, recording.differentiable)
+                recording.records[index] = record
+            # Gradients are only taken w.r.t. recorded maps, so earlier blocks need no autograd graph.
+            grad_mode = index >= min(recording.layers) if recording.differentiable else torch.is_grad_enabled()
+            with torch.set_grad_enabled(grad_mode):
+                hidden = block(hidden, attn_mask, record)
+        return hidden
+
+
+def _encoder_of(model: nn.Module) -> Encoder:
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, Encoder):
+        raise TypeError(
+            f"{type(model).__name__} has no tokenattr Encoder at `.encoder`; "
+            "load models with tokenattr.load_model()"
+        )
+    return encoder
+
+
+@contextmanager
+def record(
+    model: nn.Module,
+    layers: Iterable[int] | None = None,
+    *,
+    value_proj: bool = False,
+    differentiable: bool = False,
+) -> Iterator[dict[int, BlockRecord]]:
+    """Record the given blocks (0-based, negative counts from the end; default all) during forward passes.
+
+    Yields a dict ``{block index: BlockRecord}`` that fills as the model runs. With ``differentiable=True``
+    the recorded attention maps are in the autograd graph and blocks before the first recorded one run
+    without autograd: only gradients w.r.t. the recorded maps are meant to be taken. The model is left
+    exactly as it was on exit, also after an error.
+    """
+    encoder = _encoder_of(model)
+    depth = len(encoder.blocks)
+    chosen = range(depth) if layers is None else list(layers)
+    normalised = set()
+    for layer in chosen:
+        if not -depth <= layer < depth:
+            raise ValueError(f"layer {layer} does not exist: the model has {depth} blocks (0..{depth - 1})")
+        normalised.add(layer % depth)
+    if not normalised:
+        raise ValueError("record() needs at least one layer")
+    if differentiable and not torch.is_grad_enabled():
+        raise RuntimeError("a differentiable recording needs grad mode; it was called under torch.no_grad()")
+    if encoder.recording is not None:
+        raise RuntimeError("this model is already recording; recordings do not nest")
+    encoder.recording = Recording(frozenset(normalised), value_proj, differentiable)
+    try:
+        yield encoder.recording.records
+    finally:
+        encoder.recording = None

@@ -1,0 +1,108 @@
+"""Reading checkpoints from disk without running code from them, and loading them strictly (DESIGN §7).
+
+Family files (``vit.py`` ...) turn a state dict in a known layout into ours; this module only reads files
+and checks that a converted state dict fits a model exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+StateDict = dict[str, Tensor]
+
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".npz")
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Training checkpoints nest the weights; MAE uses "model", many others "state_dict".
+NESTING_KEYS = ("model", "state_dict", "module")
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint does not fit the model: missing or unexpected keys, or tensors of the wrong shape."""
+
+
+def read_state_dict(path: str | Path) -> StateDict:
+    """Read a ``.pth``/``.pt``/``.bin``, ``.safetensors`` or ``.npz`` file into ``{name: tensor}``.
+
+    Pickles are read with ``weights_only=True``; nested training checkpoints (``{"model": ...}``) and the
+    ``module.`` prefix of DistributedDataParallel are unwrapped.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    elif suffix == ".npz":
+        with np.load(path) as arrays:
+            state = {name: torch.from_numpy(np.array(arrays[name])) for name in arrays.files}
+    elif suffix in STATE_DICT_SUFFIXES:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # the message of torch.load alone does not name the file
+            raise ValueError(f"could not read {path} as a PyTorch state dict: {error}") from error
+    else:
+        raise ValueError(f"unsupported checkpoint file {path.name!r}; expected one of {', '.join(STATE_DICT_SUFFIXES)}")
+    return unwrap_state_dict(state, source=str(path))
+
+
+def unwrap_state_dict(state: Mapping, source: str = "the checkpoint") -> StateDict:
+    """Return the flat ``{name: tensor}`` inside a possibly nested training checkpoint."""
+    while isinstance(state, Mapping) and not any(isinstance(v, Tensor) for v in state.values()):
+        nested = next((key for key in NESTING_KEYS if isinstance(state.get(key), Mapping)), None)
+        if nested is None:
+            raise ValueError(f"{source} holds no tensors; top-level keys: {sorted(state)[:10]}")
+        state = state[nested]
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{source} is not a state dict (got {type(state).__name__})")
+    tensors = {name: value for name, value in state.items() if isinstance(value, Tensor)}
+    if all(name.startswith("module.") for name in tensors):
+        tensors = {name[len("module.") :]: value for name, value in tensors.items()}
+    return tensors
+
+
+def read_hf_folder(folder: str | Path) -> tuple[dict, StateDict]:
+    """Read a Hugging Face model folder: ``config.json`` and its weights (single or sharded)."""
+    folder = Path(folder)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{folder} is not a Hugging Face model folder: it has no config.json")
+    config = json.loads(config_file.read_text())
+    for name in HF_WEIGHT_FILES:
+        if (folder / name).is_file():
+            return config, read_state_dict(folder / name)
+        index_file = folder / f"{name}.index.json"
+        if index_file.is_file():
+            shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
+            state: StateDict = {}
+            for shard in shards:
+                state.update(read_state_dict(folder / shard))
+            return config, state
+    raise FileNotFoundError(f"{folder} has a config.json but no weights; expected one of {', '.join(HF_WEIGHT_FILES)}")
+
+
+def load_strict(model: nn.Module, state: StateDict, source: str = "the checkpoint") -> None:
+    """Copy ``state`` into ``model``; raise :class:`CheckpointMismatchError` naming every key that doesn't fit."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{name}: checkpoint {tuple(state[name].shape)}, model {tuple(expected[name].shape)}"
+        for name in sorted(set(expected) & set(state))
+        if state[name].shape != expected[name].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", … ({len(items)} in all)" if len(items) > 8 else "")
+                parts.append(f"{title}: {shown}")
+        raise CheckpointMismatchError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts))
+    model.load_state_dict(state, strict=True)

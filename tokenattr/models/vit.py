@@ -1,0 +1,268 @@
+"""Vision Transformer (Dosovitskiy et al.): patch embedding, prefix token, position embeddings, pre-LN blocks,
+pooling, head — and the conversion of timm/JAX-style and Hugging Face checkpoints into it.
+
+Our parameter names are timm's, except that blocks live in the shared encoder (``encoder.blocks.N``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .layers import Block, Encoder
+from .loading import StateDict
+
+VIT_B_DEPTH = 12
+# First included block (0-based) of each method in the original's ViT-B/16 scripts (DESIGN §4), scaled by
+# depth for other models: round(start * depth / 12).
+VIT_B_START_LAYERS = {
+    "ours-h": 3,
+    "ours-t": 6,
+    "rollout": 1,
+    "generic-attribution": 1,
+}
+
+
+@dataclass
+class ViTConfig:
+    image_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    qkv_bias: bool = True
+    layer_norm_eps: float = 1e-6
+    pooling: str = "cls"  # "cls": the class token after the final norm; "mean": mean of patch tokens, then fc_norm
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    class_names: list[str] | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+
+
+class VisionTransformer(nn.Module):
+    """A ViT classifier whose forward returns logits ``[B, num_classes]``.
+
+    ``input_scale`` (``[B]``) multiplies the normalised pixels before the patch embedding: the straight path
+    from the all-zero input that reasoning feedback integrates along (spec §3.1).
+    """
+
+    family = "vit"
+    main_input_name = "pixel_values"
+    num_prefix_tokens = 1  # the class token
+
+    def __init__(self, config: ViTConfig):
+        super().__init__()
+        self.config = config
+        dim = config.embed_dim
+        self.patch_embed = nn.Module()
+        self.patch_embed.proj = nn.Conv2d(config.in_chans, dim, config.patch_size, stride=config.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.num_patches, dim))
+        self.encoder = Encoder(
+            Block(dim, config.num_heads, config.mlp_dim, qkv_bias=config.qkv_bias, eps=config.layer_norm_eps)
+            for _ in range(config.depth)
+        )
+        pooled_by_mean = config.pooling == "mean"
+        self.norm = nn.Identity() if pooled_by_mean else nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.fc_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if pooled_by_mean else nn.Identity()
+        self.head = nn.Linear(dim, config.num_classes)
+
+    @property
+    def pooling(self) -> str:
+        return self.config.pooling
+
+    @property
+    def depth(self) -> int:
+        return self.config.depth
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        side = self.config.image_size // self.config.patch_size
+        return side, side
+
+    @property
+    def num_patches(self) -> int:
+        rows, cols = self.patch_grid
+        return rows * cols
+
+    def method_defaults(self, method: str) -> dict:
+        """Per-family keyword defaults of a method (DESIGN §4): ViT-B's start blocks scaled by depth; |R| in Ours-T."""
+        defaults = {}
+        if method in VIT_B_START_LAYERS:
+            scaled = round(VIT_B_START_LAYERS[method] * self.depth / VIT_B_DEPTH)
+            defaults["start_layer"] = min(scaled, self.depth - 1)
+        if method == "ours-t":
+            defaults["abs_rollout"] = True
+        return defaults
+
+    def _check_pixels(self, pixel_values: Tensor) -> None:
+        expected = (self.config.in_chans, self.config.image_size, self.config.image_size)
+        if not isinstance(pixel_values, Tensor) or pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != expected:
+            got = tuple(pixel_values.shape) if isinstance(pixel_values, Tensor) else type(pixel_values).__name__
+            raise ValueError(f"pixel_values must be a tensor [B, {', '.join(map(str, expected))}], got {got}")
+
+    def forward(self, pixel_values: Tensor, input_scale: Tensor | None = None) -> Tensor:
+        self._check_pixels(pixel_values)
+        if input_scale is not None:
+            pixel_values = pixel_values * input_scale.to(pixel_values).view(-1, 1, 1, 1)
+        patches = self.patch_embed.proj(pixel_values).flatten(2).transpose(1, 2)  # [B, N_patches, D]
+        cls = self.cls_token.expand(patches.shape[0], -1, -1)
+        hidden = torch.cat([cls, patches], dim=1) + self.pos_embed  # [B, N, D]
+        hidden = self.norm(self.encoder(hidden))
+        if self.config.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            pooled = self.fc_norm(hidden[:, self.num_prefix_tokens :].mean(dim=1))
+        return self.head(pooled)
+
+
+# --- checkpoints -----------------------------------------------------------------------------------------
+
+_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
+
+
+def is_timm_vit(state: Mapping[str, Tensor]) -> bool:
+    return "patch_embed.proj.weight" in state and "cls_token" in state
+
+
+def is_hf_vit(state: Mapping[str, Tensor]) -> bool:
+    return "vit.embeddings.patch_embeddings.projection.weight" in state
+
+
+def config_from_timm(state: Mapping[str, Tensor], num_heads: int | None = None) -> ViTConfig:
+    """Read the architecture of a timm/JAX-style ViT state dict from its keys and shapes."""
+    patch_weight = state["patch_embed.proj.weight"]  # [D, C, P, P]
+    dim, in_chans, patch_size = patch_weight.shape[0], patch_weight.shape[1], patch_weight.shape[-1]
+    num_patches = state["pos_embed"].shape[1] - 1
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ValueError(f"pos_embed holds {num_patches} patch positions, not a square grid")
+    depth = 1 + max((int(m.group(1)) for key in state if (m := _BLOCK_KEY.match(key))), default=-1)
+    if depth == 0:
+        raise ValueError("the state dict has no blocks.N.* keys")
+    pooling = "mean" if "fc_norm.weight" in state and "norm.weight" not in state else "cls"
+    if num_heads is None:
+        num_heads = max(dim // 64, 1)
+    return ViTConfig(
+        image_size=side * patch_size,
+        patch_size=patch_size,
+        in_chans=in_chans,
+        num_classes=state["head.weight"].shape[0] if "head.weight" in state else 1000,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_dim=state["blocks.0.mlp.fc1.weight"].shape[0],
+        qkv_bias="blocks.0.attn.qkv.bias" in state,
+        pooling=pooling,
+    )
+
+
+def timm_to_ours(state: Mapping[str, Tensor]) -> StateDict:
+    return {_BLOCK_KEY.sub(r"encoder.blocks.\1.", key): value for key, value in state.items()}
+
+
+def ours_to_timm(state: Mapping[str, Tensor]) -> StateDict:
+    return {re.sub(r"^encoder\.blocks\.", "blocks.", key): value for key, value in state.items()}
+
+
+# Hugging Face name <-> timm name, per block ("{i}") and global; q/k/v are fused separately.
+_HF_BLOCK_NAMES = {
+    "layernorm_before": "norm1",
+    "attention.output.dense": "attn.proj",
+    "layernorm_after": "norm2",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+_HF_GLOBAL_NAMES = {
+    "vit.embeddings.cls_token": "cls_token",
+    "vit.embeddings.position_embeddings": "pos_embed",
+    "vit.embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "vit.embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "vit.layernorm.weight": "norm.weight",
+    "vit.layernorm.bias": "norm.bias",
+    "classifier.weight": "head.weight",
+    "classifier.bias": "head.bias",
+}
+_HF_LAYER_KEY = re.compile(r"^vit\.encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$")
+
+
+def hf_to_timm(state: Mapping[str, Tensor]) -> StateDict:
+    """Rename a Hugging Face ``ViTForImageClassification`` state dict into timm names (q, k, v fused into qkv)."""
+    out: StateDict = {}
+    qkv_parts: dict[tuple[int, str], dict[str, Tensor]] = {}
+    for key, value in state.items():
+        if key in _HF_GLOBAL_NAMES:
+            out[_HF_GLOBAL_NAMES[key]] = value
+            continue
+        match = _HF_LAYER_KEY.match(key)
+        if match is None:
+            out[key] = value  # left for the strict load to report
+            continue
+        index, name, kind = int(match.group(1)), match.group(2), match.group(3)
+        if name.startswith("attention.attention."):
+            qkv_parts.setdefault((index, kind), {})[name.rsplit(".", 1)[-1]] = value
+        elif name in _HF_BLOCK_NAMES:
+            out[f"blocks.{index}.{_HF_BLOCK_NAMES[name]}.{kind}"] = value
+        else:
+            out[key] = value
+    for (index, kind), parts in qkv_parts.items():
+        if set(parts) != {"query", "key", "value"}:
+            raise ValueError(f"layer {index} has attention {kind} for {sorted(parts)}, expected query, key and value")
+        out[f"blocks.{index}.attn.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    return out
+
+
+def timm_to_hf(state: Mapping[str, Tensor]) -> StateDict:
+    """The inverse of :func:`hf_to_timm`: timm names into ``ViTForImageClassification`` names."""
+    global_names = {timm: hf for hf, timm in _HF_GLOBAL_NAMES.items()}
+    block_names = {timm: hf for hf, timm in _HF_BLOCK_NAMES.items()}
+    out: StateDict = {}
+    for key, value in state.items():
+        if key in global_names:
+            out[global_names[key]] = value
+            continue
+        match = re.match(r"^blocks\.(\d+)\.(.+)\.(weight|bias)$", key)
+        if match is None:
+            raise ValueError(f"no Hugging Face name for {key!r}")
+        index, name, kind = match.groups()
+        prefix = f"vit.encoder.layer.{index}."
+        if name == "attn.qkv":
+            for part, chunk in zip(("query", "key", "value"), value.chunk(3)):
+                out[f"{prefix}attention.attention.{part}.{kind}"] = chunk
+        else:
+            out[f"{prefix}{block_names[name]}.{kind}"] = value
+    return out
+
+
+def config_from_hf(hf_config: Mapping, num_heads: int | None = None) -> ViTConfig:
+    """Read a Hugging Face ``ViTConfig`` dict (``config.json``)."""
+    if hf_config.get("hidden_act", "gelu") != "gelu":
+        raise ValueError(f"unsupported ViT activation {hf_config['hidden_act']!r}; only exact 'gelu' is implemented")
+    id2label = hf_config.get("id2label") or {}
+    class_names = [id2label[key] for key in sorted(id2label, key=int)] if id2label else None
+    return ViTConfig(
+        image_size=hf_config.get("image_size", 224),
+        patch_size=hf_config.get("patch_size", 16),
+        in_chans=hf_config.get("num_channels", 3),
+        num_classes=len(class_names) if class_names else hf_config.get("num_labels", 2),
+        embed_dim=hf_config["hidden_size"],
+        depth=hf_config["num_hidden_layers"],
+        num_heads=num_heads or hf_config["num_attention_heads"],
+        mlp_dim=hf_config["intermediate_size"],
+        qkv_bias=hf_config.get("qkv_bias", True),
+        layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
+        class_names=class_names,
+    )
