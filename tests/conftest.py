@@ -1,0 +1,60 @@
+"""Shared fixtures: the reference folder, tiny random models, and deterministic CPU settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tokenattr.models import ViTConfig, VisionTransformer
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(2)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REFERENCE = SHARED / "reference"
+
+
+def reference_dir(name: str) -> Path:
+    """A folder of ``../shared/reference``, or skip: a user's clone has no ``../shared``."""
+    folder = REFERENCE / name
+    if not folder.is_dir():
+        pytest.skip(f"reference data {folder} is absent (it lives beside the repository, in ../shared)")
+    return folder
+
+
+def random_vit(depth: int = 2, num_heads: int = 4, embed_dim: int = 32, image_size: int = 32, patch_size: int = 8,
+               num_classes: int = 5, pooling: str = "cls", seed: int = 0) -> VisionTransformer:
+    """A tiny ViT with weights drawn so that attention is peaked and logits spread (not the near-uniform init)."""
+    config = ViTConfig(image_size=image_size, patch_size=patch_size, num_classes=num_classes, embed_dim=embed_dim,
+                       depth=depth, num_heads=num_heads, mlp_dim=2 * embed_dim, pooling=pooling)
+    model = VisionTransformer(config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                param.copy_(1 + 0.1 * torch.randn(param.shape, generator=generator))
+            else:
+                scale = 1.0 if param.dim() > 1 and ("qkv" in name or "head" in name) else 0.5
+                fan_in = param[0].numel() if param.dim() > 1 else param.numel()
+                std = scale * (2 / fan_in) ** 0.5 if param.dim() > 1 else 0.05
+                param.copy_(std * torch.randn(param.shape, generator=generator))
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_vit() -> VisionTransformer:
+    return random_vit()
+
+
+@pytest.fixture
+def tiny_images() -> torch.Tensor:
+    return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def minmax(values: np.ndarray | torch.Tensor) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    return (values - values.min()) / (values.max() - values.min())
