@@ -10,11 +10,18 @@ from torch import Tensor
 
 
 def normalize_per_map(maps: Tensor) -> Tensor:
-    """Min-max each map of ``[B, ...]`` to [0, 1]; a constant map becomes all zeros, never NaN."""
+    """Min-max each map of ``[B, ...]`` to [0, 1]; a constant map becomes all zeros, never NaN.
+
+    "Constant" allows for rounding: up-sampling a constant map leaves ulp-level ripples, whose min-max would
+    be noise spread over [0, 1].
+    """
     flat = maps.reshape(maps.shape[0], -1).float()
     low = flat.min(dim=1, keepdim=True).values
-    span = flat.max(dim=1, keepdim=True).values - low
-    scaled = torch.where(span > 0, (flat - low) / span.clamp(min=torch.finfo(flat.dtype).tiny), torch.zeros_like(flat))
+    high = flat.max(dim=1, keepdim=True).values
+    span = high - low
+    rounding = 16 * torch.finfo(flat.dtype).eps * torch.maximum(low.abs(), high.abs())
+    constant = span <= rounding
+    scaled = torch.where(constant, torch.zeros_like(flat), (flat - low) / torch.where(constant, 1.0, span))
     return scaled.reshape(maps.shape)
 
 

@@ -10,21 +10,23 @@ from torch import Tensor, nn
 
 from . import vit
 from .layers import BlockRecord, record
-from .loading import CheckpointMismatchError, load_strict, read_hf_folder, read_state_dict, unwrap_state_dict
+from .loading import CheckpointMismatchError, load_strict, read_hf_config, read_hf_weights, read_state_dict, unwrap_state_dict
 from .vit import ViTConfig, VisionTransformer
 
 FAMILIES = ("vit",)
 HF_MODEL_TYPES = {"vit": "vit"}  # config.json "model_type" -> family
 
 
-def _family_of(state: Mapping[str, Tensor], hf_config: Mapping | None) -> str:
-    if hf_config is not None:
-        model_type = hf_config.get("model_type")
-        if model_type in HF_MODEL_TYPES:
-            return HF_MODEL_TYPES[model_type]
+def _family_of_hf_config(hf_config: Mapping) -> str:
+    model_type = hf_config.get("model_type")
+    if model_type not in HF_MODEL_TYPES:
         raise ValueError(
             f"unsupported Hugging Face model_type {model_type!r}; supported: {', '.join(sorted(HF_MODEL_TYPES))}"
         )
+    return HF_MODEL_TYPES[model_type]
+
+
+def _family_of_state_dict(state: Mapping[str, Tensor]) -> str:
     if vit.is_timm_vit(state) or vit.is_hf_vit(state):
         return "vit"
     raise ValueError(
@@ -60,17 +62,18 @@ def load_model(
             folders give it in ``config.json``).
         device: where the model is put. It is returned in eval mode.
     """
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; supported: {', '.join(FAMILIES)}")
     hf_config = None
     if isinstance(source, Mapping):
         state = unwrap_state_dict(source, source="the given mapping")
     elif Path(source).is_dir():
-        hf_config, state = read_hf_folder(source)
+        hf_config = read_hf_config(source)
+        family = family or _family_of_hf_config(hf_config)
+        state = read_hf_weights(source)
     else:
         state = read_state_dict(source)
-    if family is None:
-        family = _family_of(state, hf_config)
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; supported: {', '.join(FAMILIES)}")
+    family = family or _family_of_state_dict(state)
     model = _build_vit(state, hf_config, num_heads)
     return model.to(device).eval()
 

@@ -36,20 +36,20 @@ def read_state_dict(path: str | Path) -> StateDict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    elif suffix == ".npz":
-        with np.load(path) as arrays:
-            state = {name: torch.from_numpy(np.array(arrays[name])) for name in arrays.files}
-    elif suffix in STATE_DICT_SUFFIXES:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # the message of torch.load alone does not name the file
-            raise ValueError(f"could not read {path} as a PyTorch state dict: {error}") from error
-    else:
+    if suffix not in STATE_DICT_SUFFIXES:
         raise ValueError(f"unsupported checkpoint file {path.name!r}; expected one of {', '.join(STATE_DICT_SUFFIXES)}")
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        elif suffix == ".npz":
+            with np.load(path) as arrays:
+                state = {name: torch.from_numpy(np.array(arrays[name])) for name in arrays.files}
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # the readers' own messages do not name the file
+        raise ValueError(f"could not read {path} as a {suffix} checkpoint: {error}") from error
     return unwrap_state_dict(state, source=str(path))
 
 
@@ -68,23 +68,27 @@ def unwrap_state_dict(state: Mapping, source: str = "the checkpoint") -> StateDi
     return tensors
 
 
-def read_hf_folder(folder: str | Path) -> tuple[dict, StateDict]:
-    """Read a Hugging Face model folder: ``config.json`` and its weights (single or sharded)."""
-    folder = Path(folder)
-    config_file = folder / "config.json"
+def read_hf_config(folder: str | Path) -> dict:
+    """The ``config.json`` of a Hugging Face model folder."""
+    config_file = Path(folder) / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{folder} is not a Hugging Face model folder: it has no config.json")
-    config = json.loads(config_file.read_text())
+    return json.loads(config_file.read_text())
+
+
+def read_hf_weights(folder: str | Path) -> StateDict:
+    """The weights of a Hugging Face model folder, single-file or sharded."""
+    folder = Path(folder)
     for name in HF_WEIGHT_FILES:
         if (folder / name).is_file():
-            return config, read_state_dict(folder / name)
+            return read_state_dict(folder / name)
         index_file = folder / f"{name}.index.json"
         if index_file.is_file():
             shards = sorted(set(json.loads(index_file.read_text())["weight_map"].values()))
             state: StateDict = {}
             for shard in shards:
                 state.update(read_state_dict(folder / shard))
-            return config, state
+            return state
     raise FileNotFoundError(f"{folder} has a config.json but no weights; expected one of {', '.join(HF_WEIGHT_FILES)}")
 
 

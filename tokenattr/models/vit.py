@@ -178,13 +178,25 @@ def ours_to_timm(state: Mapping[str, Tensor]) -> StateDict:
     return {re.sub(r"^encoder\.blocks\.", "blocks.", key): value for key, value in state.items()}
 
 
-# Hugging Face name <-> timm name, per block ("{i}") and global; q/k/v are fused separately.
+# Hugging Face name -> timm name, per block and global. Checkpoint files use the first spelling of each block
+# name; transformers >= 5 uses the second in memory. q/k/v are fused into qkv separately.
 _HF_BLOCK_NAMES = {
     "layernorm_before": "norm1",
     "attention.output.dense": "attn.proj",
+    "attention.o_proj": "attn.proj",
     "layernorm_after": "norm2",
     "intermediate.dense": "mlp.fc1",
+    "mlp.fc1": "mlp.fc1",
     "output.dense": "mlp.fc2",
+    "mlp.fc2": "mlp.fc2",
+}
+_HF_QKV_NAMES = {
+    "attention.attention.query": "query",
+    "attention.attention.key": "key",
+    "attention.attention.value": "value",
+    "attention.q_proj": "query",
+    "attention.k_proj": "key",
+    "attention.v_proj": "value",
 }
 _HF_GLOBAL_NAMES = {
     "vit.embeddings.cls_token": "cls_token",
@@ -196,7 +208,7 @@ _HF_GLOBAL_NAMES = {
     "classifier.weight": "head.weight",
     "classifier.bias": "head.bias",
 }
-_HF_LAYER_KEY = re.compile(r"^vit\.encoder\.layer\.(\d+)\.(.+)\.(weight|bias)$")
+_HF_LAYER_KEY = re.compile(r"^vit\.(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias)$")
 
 
 def hf_to_timm(state: Mapping[str, Tensor]) -> StateDict:
@@ -212,8 +224,8 @@ def hf_to_timm(state: Mapping[str, Tensor]) -> StateDict:
             out[key] = value  # left for the strict load to report
             continue
         index, name, kind = int(match.group(1)), match.group(2), match.group(3)
-        if name.startswith("attention.attention."):
-            qkv_parts.setdefault((index, kind), {})[name.rsplit(".", 1)[-1]] = value
+        if name in _HF_QKV_NAMES:
+            qkv_parts.setdefault((index, kind), {})[_HF_QKV_NAMES[name]] = value
         elif name in _HF_BLOCK_NAMES:
             out[f"blocks.{index}.{_HF_BLOCK_NAMES[name]}.{kind}"] = value
         else:
@@ -226,9 +238,9 @@ def hf_to_timm(state: Mapping[str, Tensor]) -> StateDict:
 
 
 def timm_to_hf(state: Mapping[str, Tensor]) -> StateDict:
-    """The inverse of :func:`hf_to_timm`: timm names into ``ViTForImageClassification`` names."""
+    """The inverse of :func:`hf_to_timm`: timm names into the names of Hugging Face checkpoint files."""
     global_names = {timm: hf for hf, timm in _HF_GLOBAL_NAMES.items()}
-    block_names = {timm: hf for hf, timm in _HF_BLOCK_NAMES.items()}
+    block_names = {timm: hf for hf, timm in reversed(_HF_BLOCK_NAMES.items())}  # the checkpoint-file spelling
     out: StateDict = {}
     for key, value in state.items():
         if key in global_names:
@@ -241,7 +253,7 @@ def timm_to_hf(state: Mapping[str, Tensor]) -> StateDict:
         prefix = f"vit.encoder.layer.{index}."
         if name == "attn.qkv":
             for part, chunk in zip(("query", "key", "value"), value.chunk(3)):
-                out[f"{prefix}attention.attention.{part}.{kind}"] = chunk
+                out[f"{prefix}attention.attention.{part}.{kind}"] = chunk.clone()
         else:
             out[f"{prefix}{block_names[name]}.{kind}"] = value
     return out
