@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokenattr.models import ViTConfig, VisionTransformer
+from tokenattr.models import VisionTransformer, ViTConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
@@ -26,11 +26,27 @@ def reference_dir(name: str) -> Path:
     return folder
 
 
-def random_vit(depth: int = 2, num_heads: int = 4, embed_dim: int = 32, image_size: int = 32, patch_size: int = 8,
-               num_classes: int = 5, pooling: str = "cls", seed: int = 0) -> VisionTransformer:
+def random_vit(
+    depth: int = 2,
+    num_heads: int = 4,
+    embed_dim: int = 32,
+    image_size: int = 32,
+    patch_size: int = 8,
+    num_classes: int = 5,
+    pooling: str = "cls",
+    seed: int = 0,
+) -> VisionTransformer:
     """A tiny ViT with weights drawn so that attention is peaked and logits spread (not the near-uniform init)."""
-    config = ViTConfig(image_size=image_size, patch_size=patch_size, num_classes=num_classes, embed_dim=embed_dim,
-                       depth=depth, num_heads=num_heads, mlp_dim=2 * embed_dim, pooling=pooling)
+    config = ViTConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_classes=num_classes,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        mlp_dim=2 * embed_dim,
+        pooling=pooling,
+    )
     model = VisionTransformer(config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

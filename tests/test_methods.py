@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import random_vit
 
 import tokenattr
-from conftest import random_vit
 from tokenattr.methods.ours import reasoning_feedback
-from tokenattr.models import ViTConfig, VisionTransformer, record
+from tokenattr.models import VisionTransformer, ViTConfig, record
 
 ALL_METHODS = sorted(tokenattr.METHODS)
 FAST = {"steps": 4}  # keeps reasoning feedback cheap; the reference tests use the paper's 20
@@ -26,7 +26,9 @@ def test_a_batch_gives_each_sample_what_it_gets_alone(method, pooling, tiny_imag
     batched = tokenattr.explain(model, tiny_images, method, target=targets, **options_for(method))
     assert batched.shape == (3, 16) and torch.isfinite(batched).all()
     for row in range(3):
-        alone = tokenattr.explain(model, tiny_images[row : row + 1], method, target=int(targets[row]), **options_for(method))
+        alone = tokenattr.explain(
+            model, tiny_images[row : row + 1], method, target=int(targets[row]), **options_for(method)
+        )
         torch.testing.assert_close(batched[row : row + 1], alone, rtol=1e-5, atol=1e-7)
 
 
@@ -124,8 +126,10 @@ def test_aliases_of_the_original_reach_the_same_method(tiny_vit, tiny_images):
     assert tokenattr.get_method("ours") is tokenattr.METHODS["ours-h"]
     assert tokenattr.get_method("ours_c") is tokenattr.METHODS["ours-t"]
     assert tokenattr.get_method("attn_last_layer") is tokenattr.METHODS["raw-attention"]
-    torch.testing.assert_close(tokenattr.explain(tiny_vit, tiny_images, "attn_gradcam"),
-                               tokenattr.explain(tiny_vit, tiny_images, "attn-gradcam"))
+    torch.testing.assert_close(
+        tokenattr.explain(tiny_vit, tiny_images, "attn_gradcam"),
+        tokenattr.explain(tiny_vit, tiny_images, "attn-gradcam"),
+    )
 
 
 def test_unknown_method_lists_the_valid_ones(tiny_vit, tiny_images):

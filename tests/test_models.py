@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import tokenattr
-from conftest import random_vit
 from tokenattr.models import CheckpointMismatchError, record
 from tokenattr.models.vit import hf_to_timm, ours_to_timm, timm_to_hf
 
@@ -15,8 +14,17 @@ transformers = pytest.importorskip("transformers")
 
 
 def hf_config(**overrides):
-    settings = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, image_size=32,
-                    patch_size=8, num_labels=5, layer_norm_eps=1e-6, hidden_act="gelu")
+    settings = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        image_size=32,
+        patch_size=8,
+        num_labels=5,
+        layer_norm_eps=1e-6,
+        hidden_act="gelu",
+    )
     settings.update(overrides)
     return transformers.ViTConfig(**settings)
 
@@ -89,8 +97,14 @@ def test_state_dict_files_in_every_format(tmp_path, tiny_vit, tiny_images, suffi
 def test_architecture_is_read_from_the_weights(tiny_vit):
     state = ours_to_timm(tiny_vit.state_dict())
     config = tokenattr.load_model(state, num_heads=2).config
-    assert (config.image_size, config.patch_size, config.embed_dim, config.depth, config.num_classes, config.mlp_dim) == (
-        32, 8, 32, 2, 5, 64)
+    assert (
+        config.image_size,
+        config.patch_size,
+        config.embed_dim,
+        config.depth,
+        config.num_classes,
+        config.mlp_dim,
+    ) == (32, 8, 32, 2, 5, 64)
     assert config.num_heads == 2
     assert tokenattr.load_model(state).config.num_heads == 1  # width 32 / 64 rounds up to one head
 
@@ -105,7 +119,9 @@ def test_checkpoint_that_does_not_fit_names_the_keys(tiny_vit):
     state = ours_to_timm(tiny_vit.state_dict())
     del state["blocks.1.mlp.fc2.bias"]
     state["blocks.0.extra.weight"] = torch.zeros(1)
-    with pytest.raises(CheckpointMismatchError, match=r"missing keys: .*blocks\.1\.mlp\.fc2\.bias.*unexpected keys: .*extra"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"missing keys: .*blocks\.1\.mlp\.fc2\.bias.*unexpected keys: .*extra"
+    ):
         tokenattr.load_model(state, num_heads=4)
     state = ours_to_timm(tiny_vit.state_dict())
     state["blocks.0.attn.proj.weight"] = torch.zeros(32, 16)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import minmax, reference_dir
 
 import tokenattr
-from conftest import minmax, reference_dir
 
 TOLERANCE = 1e-4
 IMAGES = ("img0", "img1")
@@ -63,8 +63,10 @@ def cls_model(reference):
 @pytest.fixture(scope="module")
 def mean_pooled_model(reference):
     # the reference's MAE-style model loads fc_norm with the final norm's tensors (reference README)
-    state = {name.replace("norm.", "fc_norm.") if name.startswith("norm.") else name: value
-             for name, value in reference[0].items()}
+    state = {
+        name.replace("norm.", "fc_norm.") if name.startswith("norm.") else name: value
+        for name, value in reference[0].items()
+    }
     return tokenattr.load_model(state, num_heads=3)
 
 
@@ -121,7 +123,9 @@ def test_mean_pooled_methods(reference, mean_pooled_model, key):
         outputs = reference[1][image]
         pixels = torch.from_numpy(outputs["input_normalized"])
         for which in CLASSES:
-            relevance = tokenattr.explain(mean_pooled_model, pixels, method, target=_class_index(outputs, which), **options)
+            relevance = tokenattr.explain(
+                mean_pooled_model, pixels, method, target=_class_index(outputs, which), **options
+            )
             _assert_maps_close(relevance, outputs[f"{which}/{key}"], f"{image}/{which}/{key}")
 
 
@@ -152,9 +156,13 @@ def test_intermediates_head_weights_and_feedback(reference, cls_model):
     for layer in layers:
         weights = head_weights(records[layer].attn_probs.detach(), grads[layer])
         np.testing.assert_allclose(weights[0].numpy(), intermediates["head_weights_Ih"][layer], rtol=1e-4)
-        np.testing.assert_allclose(records[layer].block_input[0].norm(dim=-1).detach().numpy(),
-                                   intermediates["block_input_norm"][layer], rtol=1e-5)
-        np.testing.assert_allclose(records[layer].value_proj[0].norm(dim=-1).detach().numpy(),
-                                   intermediates["vproj_norm"][layer], rtol=1e-5)
+        np.testing.assert_allclose(
+            records[layer].block_input[0].norm(dim=-1).detach().numpy(),
+            intermediates["block_input_norm"][layer],
+            rtol=1e-5,
+        )
+        np.testing.assert_allclose(
+            records[layer].value_proj[0].norm(dim=-1).detach().numpy(), intermediates["vproj_norm"][layer], rtol=1e-5
+        )
     scale = np.abs(intermediates["ig_W"]).max()
     assert np.abs(feedback[0].numpy() - intermediates["ig_W"]).max() <= TOLERANCE * scale

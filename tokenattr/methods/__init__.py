@@ -35,14 +35,18 @@ class Method:
 METHODS: dict[str, Method] = {
     method.name: method
     for method in (
-        Method("ours-h", ours_head_wise, "attention perception, head-wise, ⊙ reasoning feedback (the paper)", ("ours",)),
+        Method(
+            "ours-h", ours_head_wise, "attention perception, head-wise, ⊙ reasoning feedback (the paper)", ("ours",)
+        ),
         Method(
             "ours-t",
             ours_token_wise,
             "attention perception, token-wise, ⊙ reasoning feedback (the paper)",
             ("ours_c", "our-c", "ours-c"),
         ),
-        Method("raw-attention", raw_attention, "last-block attention averaged over heads", ("attn_last_layer", "last_attn")),
+        Method(
+            "raw-attention", raw_attention, "last-block attention averaged over heads", ("attn_last_layer", "last_attn")
+        ),
         Method("rollout", rollout, "attention rollout (Abnar & Zuidema 2020)"),
         Method("attn-gradcam", attention_gradcam, "Grad-CAM on the last attention map", ("attn_gradcam",)),
         Method(
@@ -60,7 +64,8 @@ def get_method(name: str) -> Method:
     """Look a method up by its name or one of the original code's spellings."""
     canonical = _ALIASES.get(name) if isinstance(name, str) else None
     if canonical is None:
-        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)} (aliases: {', '.join(sorted(set(_ALIASES) - set(METHODS)))})")
+        aliases = ", ".join(sorted(set(_ALIASES) - set(METHODS)))
+        raise ValueError(f"unknown method {name!r}; valid methods: {', '.join(METHODS)} (aliases: {aliases})")
     return METHODS[canonical]
 
 
@@ -95,7 +100,8 @@ def explain(
     spec = get_method(method)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
-        raise TypeError(f"method {spec.name!r} has no option(s) {', '.join(unknown)}; its options: {', '.join(spec.options) or 'none'}")
+        accepted = ", ".join(spec.options) or "none"
+        raise TypeError(f"method {spec.name!r} has no option(s) {', '.join(unknown)}; its options: {accepted}")
     kwargs = {**model.method_defaults(spec.name), **{k: v for k, v in options.items() if v is not None}}
     with torch.enable_grad():
         return spec.fn(model, _as_inputs(model, inputs), target, **kwargs).detach()

@@ -29,7 +29,9 @@ def resolve_target(target: int | Tensor | None, logits: Tensor) -> Tensor:
     if isinstance(target, int):
         target = torch.full((batch,), target, dtype=torch.long, device=logits.device)
     elif target.dtype != torch.long or target.shape != (batch,):
-        raise ValueError(f"a target tensor must be a LongTensor of shape [{batch}], got {target.dtype} {tuple(target.shape)}")
+        raise ValueError(
+            f"a target tensor must be a LongTensor of shape [{batch}], got {target.dtype} {tuple(target.shape)}"
+        )
     target = target.to(logits.device)
     if target.min() < 0 or target.max() >= num_classes:
         raise ValueError(f"target {target.tolist()} out of range: the model has {num_classes} classes")
@@ -63,9 +65,10 @@ def recorded_forward(
     ``score`` is the summed target logit, differentiable w.r.t. the recorded maps when ``differentiable``;
     otherwise the pass runs without autograd.
     """
-    with torch.set_grad_enabled(differentiable), record(
-        model, layers, differentiable=differentiable, value_proj=value_proj
-    ) as records:
+    with (
+        torch.set_grad_enabled(differentiable),
+        record(model, layers, differentiable=differentiable, value_proj=value_proj) as records,
+    ):
         logits = model(**inputs, input_scale=input_scale)
     target = resolve_target(target, logits)
     return records, target, target_score(logits, target)

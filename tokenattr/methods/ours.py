@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..models.layers import record
 from .common import (
     Inputs,
     attention_gradients,
@@ -23,7 +24,6 @@ from .common import (
     residual_rollout,
     target_score,
 )
-from ..models.layers import record
 
 
 def reasoning_feedback(

@@ -10,8 +10,15 @@ from torch import Tensor, nn
 
 from . import vit
 from .layers import BlockRecord, record
-from .loading import CheckpointMismatchError, load_strict, read_hf_config, read_hf_weights, read_state_dict, unwrap_state_dict
-from .vit import ViTConfig, VisionTransformer
+from .loading import (
+    CheckpointMismatchError,
+    load_strict,
+    read_hf_config,
+    read_hf_weights,
+    read_state_dict,
+    unwrap_state_dict,
+)
+from .vit import VisionTransformer, ViTConfig
 
 FAMILIES = ("vit",)
 HF_MODEL_TYPES = {"vit": "vit"}  # config.json "model_type" -> family
@@ -39,8 +46,13 @@ def _build_vit(state: Mapping[str, Tensor], hf_config: Mapping | None, num_heads
     if vit.is_hf_vit(state):
         state = vit.hf_to_timm(state)
     if not vit.is_timm_vit(state):
-        raise ValueError("not a ViT checkpoint: expected timm keys (cls_token, patch_embed.proj.weight, ...) or Hugging Face ViT keys")
-    config = vit.config_from_hf(hf_config, num_heads) if hf_config is not None else vit.config_from_timm(state, num_heads)
+        raise ValueError(
+            "not a ViT checkpoint: expected timm keys (cls_token, patch_embed.proj.weight, ...) "
+            "or Hugging Face ViT keys"
+        )
+    config = (
+        vit.config_from_hf(hf_config, num_heads) if hf_config is not None else vit.config_from_timm(state, num_heads)
+    )
     model = VisionTransformer(config)
     load_strict(model, vit.timm_to_ours(state), source="the ViT checkpoint")
     return model

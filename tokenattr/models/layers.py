@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+
 class QuickGELU(nn.Module):
     """The sigmoid approximation of GELU that OpenAI CLIP was trained with."""
 
@@ -175,8 +176,7 @@ def _encoder_of(model: nn.Module) -> Encoder:
     encoder = getattr(model, "encoder", None)
     if not isinstance(encoder, Encoder):
         raise TypeError(
-            f"{type(model).__name__} has no tokenattr Encoder at `.encoder`; "
-            "load models with tokenattr.load_model()"
+            f"{type(model).__name__} has no tokenattr Encoder at `.encoder`; load models with tokenattr.load_model()"
         )
     return encoder
 

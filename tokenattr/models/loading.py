@@ -104,7 +104,11 @@ def load_strict(model: nn.Module, state: StateDict, source: str = "the checkpoin
     ]
     if missing or unexpected or mismatched:
         parts = []
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        for title, items in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
             if items:
                 shown = ", ".join(items[:8]) + (f", … ({len(items)} in all)" if len(items) > 8 else "")
                 parts.append(f"{title}: {shown}")
