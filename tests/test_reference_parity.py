@@ -150,7 +150,9 @@ def test_intermediates_head_weights_and_feedback(reference, cls_model):
     pixels = {"pixel_values": torch.from_numpy(reference[1]["img0"]["input_normalized"])}
     layers = list(range(4))
     with torch.enable_grad():
-        records, target, score = recorded_forward(cls_model, pixels, None, layers, differentiable=True, value_proj=True)
+        records, target, score, _ = recorded_forward(
+            cls_model, pixels, None, layers, differentiable=True, value_proj=True
+        )
         grads = attention_gradients(records, layers, score)
         feedback = reasoning_feedback(cls_model, pixels, target, steps=20)
     for layer in layers:

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import attention_gradcam, generic_attribution, raw_attention, rollout
+from .lrp import full_lrp, lrp_rollout, partial_lrp, transformer_attribution
 from .ours import ours_head_wise, ours_token_wise
 
 
@@ -24,6 +25,7 @@ class Method:
     fn: Callable[..., Tensor]
     description: str
     aliases: tuple[str, ...] = ()
+    pixels: bool = False  # explains input pixels [B, H, W] rather than tokens [B, N]
 
     @property
     def options(self) -> tuple[str, ...]:
@@ -55,6 +57,17 @@ METHODS: dict[str, Method] = {
             "gradient-weighted attention rollout (Chefer et al. ICCV'21)",
             ("generic_attribution",),
         ),
+        Method(
+            "transformer-attribution",
+            transformer_attribution,
+            "gradient-weighted LRP relevance of attention, rolled out (Chefer et al. CVPR'21)",
+            ("transformer_attribution", "grad"),
+        ),
+        Method(
+            "partial-lrp", partial_lrp, "LRP relevance of the last attention map (Voita et al. 2019)", ("partial_lrp",)
+        ),
+        Method("lrp-rollout", lrp_rollout, "rollout of the LRP relevances of attention", ("lrp_rollout",)),
+        Method("lrp", full_lrp, "LRP down to the input pixels (Bach et al. 2015)", ("full_lrp", "full"), pixels=True),
     )
 }
 _ALIASES = {alias: method.name for method in METHODS.values() for alias in (method.name, *method.aliases)}
@@ -95,7 +108,8 @@ def explain(
         **options: the method's keyword options (``start_layer``, ``steps``, ``internal_batch_size``, ...);
             ``None`` means the family's default.
 
-    Returns the raw relevance over the non-prefix tokens, before any up-sampling (see :func:`to_image_map`).
+    Returns the raw relevance over the non-prefix tokens, before any up-sampling (see :func:`to_image_map`);
+    pixel methods (``METHODS[name].pixels``, i.e. ``lrp``) return ``[B, H, W]``.
     """
     spec = get_method(method)
     unknown = sorted(set(options) - set(spec.options))

@@ -18,14 +18,14 @@ from .common import (
 def raw_attention(model: nn.Module, inputs: Inputs, target: int | Tensor | None = None) -> Tensor:
     """Last-block attention averaged over heads, read off at the pooled row(s). ``target`` is unused by design."""
     last = model.depth - 1
-    records, _, _ = recorded_forward(model, inputs, target, [last])
+    records, _, _, _ = recorded_forward(model, inputs, target, [last])
     return read_off(model, records[last].attn_probs.mean(dim=1)).clamp(min=0)
 
 
 def rollout(model: nn.Module, inputs: Inputs, target: int | Tensor | None = None, *, start_layer: int) -> Tensor:
     """Attention rollout (Abnar & Zuidema 2020): ``J = Π_l rownorm(mean_h A_l + I)`` from ``start_layer`` on."""
     layers = included_layers(model, start_layer)
-    records, _, _ = recorded_forward(model, inputs, target, layers)
+    records, _, _, _ = recorded_forward(model, inputs, target, layers)
     joint = None
     for layer in layers:
         attn = records[layer].attn_probs.mean(dim=1)  # [B, N, N]
@@ -39,7 +39,7 @@ def attention_gradcam(model: nn.Module, inputs: Inputs, target: int | Tensor | N
     """Grad-CAM on the last attention map: ``max(0, mean_h g_h · A_h)`` with ``g_h`` the mean gradient of head h
     over the read-off entries (Chefer et al. CVPR'21 baseline)."""
     last = model.depth - 1
-    records, _, score = recorded_forward(model, inputs, target, [last], differentiable=True)
+    records, _, score, _ = recorded_forward(model, inputs, target, [last], differentiable=True)
     (grad,) = attention_gradients(records, [last], score)
     attn_probs = records[last].attn_probs.detach()
     batch, heads, tokens, _ = grad.shape
@@ -63,7 +63,7 @@ def generic_attribution(
     its BERT and CLIP code, and Chefer's paper, clamp first.
     """
     layers = included_layers(model, start_layer)
-    records, _, score = recorded_forward(model, inputs, target, layers, differentiable=True)
+    records, _, score, _ = recorded_forward(model, inputs, target, layers, differentiable=True)
     grads = attention_gradients(records, layers, score)
     transitions = []
     for layer, grad in zip(layers, grads):

@@ -59,8 +59,8 @@ def recorded_forward(
     differentiable: bool = False,
     value_proj: bool = False,
     input_scale: Tensor | None = None,
-) -> tuple[dict[int, BlockRecord], Tensor, Tensor]:
-    """Run the model once, recording ``layers``. Returns ``(records, target [B], score)``.
+) -> tuple[dict[int, BlockRecord], Tensor, Tensor, Tensor]:
+    """Run the model once, recording ``layers``. Returns ``(records, target [B], score, logits)``.
 
     ``score`` is the summed target logit, differentiable w.r.t. the recorded maps when ``differentiable``;
     otherwise the pass runs without autograd.
@@ -71,7 +71,7 @@ def recorded_forward(
     ):
         logits = model(**inputs, input_scale=input_scale)
     target = resolve_target(target, logits)
-    return records, target, target_score(logits, target)
+    return records, target, target_score(logits, target), logits
 
 
 def attention_gradients(records: dict[int, BlockRecord], layers: list[int], score: Tensor) -> list[Tensor]:

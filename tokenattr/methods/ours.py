@@ -74,7 +74,7 @@ def ours_head_wise(
 ) -> Tensor:
     """Ours-H: head-wise attention perception ⊙ reasoning feedback."""
     layers = included_layers(model, start_layer)
-    records, target, score = recorded_forward(model, inputs, target, layers, differentiable=True)
+    records, target, score, _ = recorded_forward(model, inputs, target, layers, differentiable=True)
     grads = attention_gradients(records, layers, score)
     transitions = []
     for layer, grad in zip(layers, grads):
@@ -98,7 +98,7 @@ def ours_token_wise(
 ) -> Tensor:
     """Ours-T: token-wise attention perception ⊙ reasoning feedback. ``abs_rollout`` uses |R| (ViT default)."""
     layers = included_layers(model, start_layer)
-    records, target, _ = recorded_forward(model, inputs, target, layers, value_proj=True)
+    records, target, _, _ = recorded_forward(model, inputs, target, layers, value_proj=True)
     transitions = []
     for layer in layers:
         rec = records[layer]

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .lrp import CHEFER_RULES, LRPRules, add_relprop, linear_relprop, matmul_relprop
+
 
 class QuickGELU(nn.Module):
     """The sigmoid approximation of GELU that OpenAI CLIP was trained with."""
@@ -78,27 +80,60 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
 
+    def _heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Query, key and value, each ``[B, H, N, d]``."""
+        batch, tokens, _ = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
+
+    def _probs(self, query: Tensor, key: Tensor, attn_mask: Tensor | None) -> Tensor:
+        """The explicit softmax attention ``[B, H, N, N]``."""
+        scores = (query @ key.transpose(-2, -1)) * self.scale
+        if attn_mask is not None:
+            scores = scores + attn_mask
+        return scores.softmax(dim=-1)
+
+    @staticmethod
+    def _merge_heads(per_head: Tensor) -> Tensor:
+        """``[B, H, N, d]`` -> ``[B, N, H*d]``."""
+        batch, heads, tokens, head_dim = per_head.shape
+        return per_head.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+
+    def _split_heads(self, merged: Tensor) -> Tensor:
+        """``[B, N, H*d]`` -> ``[B, H, N, d]``."""
+        batch, tokens, _ = merged.shape
+        return merged.reshape(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
+
     def forward(self, x: Tensor, attn_mask: Tensor | None = None, record: BlockRecord | None = None) -> Tensor:
         """``x`` ``[B, N, D]``; ``attn_mask`` additive, broadcastable to ``[B, H, N, N]``."""
-        batch, tokens, dim = x.shape
-        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        query, key, value = qkv.unbind(0)  # each [B, H, N, d]
+        query, key, value = self._heads(x)
         if record is None:
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
         else:
-            scores = (query @ key.transpose(-2, -1)) * self.scale  # [B, H, N, N]
-            if attn_mask is not None:
-                scores = scores + attn_mask
-            attn_probs = scores.softmax(dim=-1)
+            attn_probs = self._probs(query, key, attn_mask)
             if record.differentiable and not attn_probs.requires_grad:
                 attn_probs.requires_grad_()  # frozen weights: make the map itself a leaf to differentiate
             record.attn_probs = attn_probs
             context = attn_probs @ value
             if record.keep_value_proj:
-                values = value.transpose(1, 2).reshape(batch, tokens, dim)  # heads concatenated
-                record.value_proj = values @ self.proj.weight.T
-        context = context.transpose(1, 2).reshape(batch, tokens, dim)
-        return self.proj(context)
+                record.value_proj = self._merge_heads(value) @ self.proj.weight.T
+        return self.proj(self._merge_heads(context))
+
+    @torch.no_grad()
+    def relprop(
+        self, x: Tensor, relevance: Tensor, attn_mask: Tensor | None = None, rules: LRPRules = CHEFER_RULES
+    ) -> tuple[Tensor, Tensor]:
+        """Relevance of the input ``[B, N, D]`` and of the attention map ``R^A`` ``[B, H, N, N]`` (spec §4.1):
+        proj → (A·V, halved) → softmax (identity) → (q·kᵀ, halved) → qkv."""
+        query, key, value = self._heads(x)
+        attn_probs = self._probs(query, key, attn_mask)
+        context = self._merge_heads(attn_probs @ value)
+        relevance = self._split_heads(linear_relprop(context, self.proj.weight, relevance, rules))
+        attn_relevance, value_relevance = matmul_relprop(attn_probs, value, relevance)
+        query_relevance, key_relevance = matmul_relprop(query, key.transpose(-2, -1), attn_relevance)
+        per_part = (query_relevance, key_relevance.transpose(-2, -1), value_relevance)
+        qkv_relevance = torch.cat([self._merge_heads(part) for part in per_part], dim=-1)
+        return linear_relprop(x, self.qkv.weight, qkv_relevance, rules), attn_relevance
 
 
 class MLP(nn.Module):
@@ -110,6 +145,13 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+    @torch.no_grad()
+    def relprop(self, x: Tensor, relevance: Tensor, rules: LRPRules = CHEFER_RULES) -> Tensor:
+        """fc2 → activation (identity) → fc1."""
+        hidden = self.fc1(x)
+        relevance = linear_relprop(self.act(hidden), self.fc2.weight, relevance, rules)
+        return linear_relprop(x, self.fc1.weight, relevance, rules)
 
 
 class Block(nn.Module):
@@ -145,6 +187,26 @@ class Block(nn.Module):
             return x + self.mlp(self.norm2(x))
         x = self.norm1(x + self.attn(x, attn_mask, record))
         return self.norm2(x + self.mlp(x))
+
+    @torch.no_grad()
+    def relprop(
+        self, x: Tensor, relevance: Tensor, attn_mask: Tensor | None = None, rules: LRPRules = CHEFER_RULES
+    ) -> tuple[Tensor, Tensor]:
+        """Relevance of the block input ``[B, N, D]`` from that of its output, and ``R^A`` ``[B, H, N, N]``.
+
+        The forward is recomputed from ``x``. LayerNorms pass relevance through unchanged; where the residual
+        stream forks, the relevance of both branches is summed.
+        """
+        attn_input = self.norm1(x) if self.norm_first else x
+        # A throwaway record selects the explicit softmax path, whose arithmetic the rules below follow.
+        attn_out = self.attn(attn_input, attn_mask, BlockRecord())
+        mid = x + attn_out if self.norm_first else self.norm1(x + attn_out)
+        mlp_input = self.norm2(mid) if self.norm_first else mid
+        skip, branch = add_relprop(mid, self.mlp(mlp_input), relevance, rules)
+        relevance = skip + self.mlp.relprop(mlp_input, branch, rules)
+        skip, branch = add_relprop(x, attn_out, relevance, rules)
+        branch, attn_relevance = self.attn.relprop(attn_input, branch, attn_mask, rules)
+        return skip + branch, attn_relevance
 
 
 class Encoder(nn.Module):

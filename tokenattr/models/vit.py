@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .layers import Block, Encoder
+from .layers import Block, BlockRecord, Encoder
 from .loading import StateDict
+from .lrp import CHEFER_RULES, LRPRules, add_relprop, conv_zb_relprop, linear_relprop, safe_divide
 
 VIT_B_DEPTH = 12
 # First included block (0-based) of each method in the original's ViT-B/16 scripts (DESIGN §4), scaled by
@@ -25,6 +26,8 @@ VIT_B_START_LAYERS = {
     "ours-t": 6,
     "rollout": 1,
     "generic-attribution": 1,
+    "transformer-attribution": 1,
+    "lrp-rollout": 1,
 }
 
 
@@ -118,15 +121,65 @@ class VisionTransformer(nn.Module):
         self._check_pixels(pixel_values)
         if input_scale is not None:
             pixel_values = pixel_values * input_scale.to(pixel_values).view(-1, 1, 1, 1)
+        hidden = self._tokens(pixel_values) + self.pos_embed  # [B, N, D]
+        return self.head(self._pool(self.norm(self.encoder(hidden))))
+
+    def _tokens(self, pixel_values: Tensor) -> Tensor:
+        """The class token followed by the patch embeddings, before position embeddings: ``[B, N, D]``."""
         patches = self.patch_embed.proj(pixel_values).flatten(2).transpose(1, 2)  # [B, N_patches, D]
-        cls = self.cls_token.expand(patches.shape[0], -1, -1)
-        hidden = torch.cat([cls, patches], dim=1) + self.pos_embed  # [B, N, D]
-        hidden = self.norm(self.encoder(hidden))
+        return torch.cat([self.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)
+
+    def _pool(self, hidden: Tensor) -> Tensor:
         if self.config.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            pooled = self.fc_norm(hidden[:, self.num_prefix_tokens :].mean(dim=1))
-        return self.head(pooled)
+            return hidden[:, 0]
+        return self.fc_norm(hidden[:, self.num_prefix_tokens :].mean(dim=1))
+
+    @torch.no_grad()
+    def relprop(
+        self,
+        pixel_values: Tensor,
+        records: Mapping[int, BlockRecord],
+        relevance: Tensor,
+        rules: LRPRules = CHEFER_RULES,
+        to_input: bool = False,
+    ) -> tuple[Tensor | None, list[Tensor]]:
+        """Propagate ``relevance`` of the logits ``[B, C]`` back through the model (spec §4.1).
+
+        ``records`` must hold every block's input (a recording of all blocks of the same forward). Returns the
+        pixel relevance ``[B, C_in, H, W]`` (only with ``to_input``) and each block's attention relevance
+        ``R^A`` ``[B, H, N, N]``, first block first. Norms pass relevance through unchanged.
+        """
+        blocks = self.encoder.blocks
+        missing = [index for index in range(len(blocks)) if index not in records]
+        if missing:
+            raise ValueError(f"relprop needs the input of every block; blocks {missing} were not recorded")
+        hidden = blocks[-1](records[len(blocks) - 1].block_input, None, BlockRecord())  # explicit-softmax path
+        normed = self.norm(hidden)
+        pooled = self._pool(normed)
+        pooled_relevance = linear_relprop(pooled, self.head.weight, relevance, rules)
+        token_relevance = torch.zeros_like(normed)
+        if self.config.pooling == "cls":
+            token_relevance[:, 0] = pooled_relevance
+        else:  # LRP-0 through the mean; fc_norm passes relevance through
+            patches = normed[:, self.num_prefix_tokens :]
+            share = safe_divide(pooled_relevance, patches.sum(dim=1))
+            token_relevance[:, self.num_prefix_tokens :] = patches * share[:, None]
+        attn_relevances = []
+        for index in reversed(range(len(blocks))):
+            token_relevance, attn_relevance = blocks[index].relprop(
+                records[index].block_input, token_relevance, None, rules
+            )
+            attn_relevances.insert(0, attn_relevance)
+        if not to_input:
+            return None, attn_relevances
+        tokens = self._tokens(pixel_values)
+        token_relevance, _ = add_relprop(tokens, self.pos_embed.expand_as(tokens), token_relevance, rules)
+        rows, cols = self.patch_grid
+        patch_relevance = (
+            token_relevance[:, self.num_prefix_tokens :].transpose(1, 2).reshape(-1, tokens.shape[-1], rows, cols)
+        )
+        proj = self.patch_embed.proj
+        return conv_zb_relprop(pixel_values, proj.weight, proj.stride, patch_relevance), attn_relevances
 
 
 # --- checkpoints -----------------------------------------------------------------------------------------
