@@ -41,6 +41,7 @@ class BlockRecord:
     """What one block recorded in a forward pass. Tensors are the ones the forward computed (no copies).
 
     Attributes:
+        keep_value_proj, differentiable: what the encoder asks of this block (see :func:`record`).
         attn_probs: ``[B, H, N, N]`` softmax attention, rows are queries and sum to 1. When the recording is
             ``differentiable`` it is part of the autograd graph, so ``torch.autograd.grad(score, attn_probs)``
             gives the gradient a method reads.
