@@ -156,10 +156,15 @@ def test_main_writes_the_grid_and_the_results(tmp_path, capsys):
     assert list(written["methods"]) == ["ours-h", "rollout"]
     for scores in written["methods"].values():
         assert 0 <= scores["mass_inside_mask"] <= 1 and 0 <= scores["inside_beats_outside"] <= 1
+        assert scores["segmentation"]["count"] == 8 and 0 <= scores["segmentation"]["mean_iou"] <= 1
+        for kind in ("positive", "negative"):
+            assert scores["perturbation"][kind]["count"] == 8 and 0 <= scores["perturbation"][kind]["auc_original"] <= 1
+    assert written["settings"]["protocols"]["auc_printed"] == "auc_original"
     assert written["settings"]["training"]["val_accuracy"] >= 0.9
     assert {"torch", "tokenattr"} <= set(written["versions"])
     printed = capsys.readouterr().out
     assert "ours-h" in printed and "rollout" in printed and "accuracy" in printed
+    assert "mIoU" in printed and "AUC = auc_original" in printed and "segmentation: ours-h beats rollout on" in printed
 
 
 def test_main_rejects_an_unknown_method(tmp_path, capsys):

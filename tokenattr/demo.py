@@ -15,7 +15,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -30,9 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import tokenattr
-from tokenattr.data.synthetic import SHAPE_CLASSES, make_shapes
+from tokenattr.data.synthetic import SHAPE_CLASSES, ShapesDataset, make_shapes
+from tokenattr.data.transforms import normalize
 from tokenattr.models import VisionTransformer, ViTConfig
 from tokenattr.models.vit import ours_to_timm
+from tokenattr.protocols import perturbation_test, segmentation_test, versions
 from tokenattr.viz import plot_method_grid, to_image_map
 
 IMAGE_SIZE = 64
@@ -56,6 +57,9 @@ TRAIN_DATA_SEED = 0
 VALIDATION_DATA_SEED = 1
 DEMO_TEST_SEED = 2
 NUM_ACCURACY_IMAGES = 200
+PROTOCOL_BATCH_SIZE = 50  # images per explanation batch in the segmentation and perturbation tests
+# The perturbation AUC the demo prints: the paper's repository's convention (see PerturbationCurve).
+PROTOCOL_AUC = "auc_original"
 WHITENING_IMAGES = 500  # training images whose patches initialise the patch embedding
 # One thread: this model's matrices are too small to gain from more, a second thread slows training many-fold
 # when another process shares the cores, and the weights then do not depend on the machine's core count.
@@ -86,10 +90,7 @@ class TrainSettings:
 
 def pixel_values(images01: Tensor | np.ndarray, config: ViTConfig = DEMO_CONFIG) -> Tensor:
     """The ViT input ``[B, 3, H, W]``: images in [0, 1] normalised by the config's mean and std."""
-    images = torch.as_tensor(images01, dtype=torch.float32)
-    mean = torch.tensor(config.image_mean).view(1, -1, 1, 1)
-    std = torch.tensor(config.image_std).view(1, -1, 1, 1)
-    return (images - mean) / std
+    return normalize(torch.as_tensor(images01, dtype=torch.float32), config.image_mean, config.image_std)
 
 
 def init_weights(model: nn.Module, seed: int) -> nn.Module:
@@ -312,7 +313,7 @@ def retrain(path: str | Path = ASSET_PATH, settings: TrainSettings = TrainSettin
         "final_train_loss": summary["epoch_losses"][-1],
         "train_seconds": round(summary["train_seconds"], 1),
         "torch_threads": DEMO_THREADS,
-        "versions": _versions(),
+        "versions": versions(),
     }
     save_demo_model(model, metadata, path)
     return model, metadata
@@ -336,13 +337,60 @@ def mask_scores(maps: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
     return mass_inside, mean_in > mean_out
 
 
-def _versions() -> dict:
+def _protocol_scores(model: nn.Module, data: ShapesDataset, count: int, method: str) -> dict:
+    """The paper's segmentation test and positive and negative perturbation tests (vis_class top) of ``method``
+    on the first ``count`` images of ``data``."""
+    images01 = torch.as_tensor(data.images[:count], dtype=torch.float32).split(PROTOCOL_BATCH_SIZE)
+    masks = torch.from_numpy(data.masks[:count]).split(PROTOCOL_BATCH_SIZE)
+    labels = torch.from_numpy(data.labels[:count]).split(PROTOCOL_BATCH_SIZE)
+
+    def to_input(batch01: Tensor) -> Tensor:
+        return pixel_values(batch01, model.config)
+
     return {
-        "tokenattr": tokenattr.__version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
+        "segmentation": segmentation_test(
+            model, zip(images01, masks), method, normalize=to_input, image_size=IMAGE_SIZE, progress=False
+        ),
+        "perturbation": {
+            kind: perturbation_test(
+                model, zip(images01, labels), method, normalize=to_input, positive=positive, progress=False
+            )
+            for kind, positive in (("positive", True), ("negative", False))
+        },
     }
+
+
+def _print_protocol_table(scores: dict, count: int) -> None:
+    """Print the segmentation and perturbation results (x100, as papers print them) and how Ours compares."""
+    print(
+        f"the paper's protocols on {count} held-out images (x100; explained class: the predicted one; "
+        f"AUC = {PROTOCOL_AUC}, accuracy taken as 0 at 100% removed):"
+    )
+    width = max(len("method"), *map(len, scores)) + 2
+    header = ("pixel acc", "mIoU", "mAP", "pos AUC (lower)", "neg AUC (higher)")
+    print(f"  {'method':<{width}}" + "".join(f"{column:>18}" for column in header))
+    for name, score in scores.items():
+        segmentation, perturbation = score["segmentation"], score["perturbation"]
+        values = (
+            segmentation["pixel_accuracy"],
+            segmentation["mean_iou"],
+            segmentation["mean_ap"],
+            perturbation["positive"][PROTOCOL_AUC],
+            perturbation["negative"][PROTOCOL_AUC],
+        )
+        print(f"  {name:<{width}}" + "".join(f"{100 * value:>18.1f}" for value in values))
+    baselines = [name for name in ("raw-attention", "rollout") if name in scores]
+    segmentation_metrics = {"pixel_accuracy": "pixel acc", "mean_iou": "mIoU", "mean_ap": "mAP"}
+    for ours in (name for name in ("ours-h", "ours-t") if name in scores and baselines):
+        wins = [
+            label
+            for metric, label in segmentation_metrics.items()
+            if all(scores[ours]["segmentation"][metric] > scores[name]["segmentation"][metric] for name in baselines)
+        ]
+        print(
+            f"  segmentation: {ours} beats {' and '.join(baselines)} on "
+            f"{', '.join(wins) if wins else 'none'} of {', '.join(segmentation_metrics.values())}"
+        )
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -361,7 +409,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--num-images", type=int, default=6, help="images shown in the grid (default: 6)")
     parser.add_argument(
-        "--eval-images", type=int, default=100, help="held-out images the mask scores average over (default: 100)"
+        "--eval-images",
+        type=int,
+        default=100,
+        help="held-out images the mask scores, the segmentation and the perturbation tests average over (default: 100)",
     )
     parser.add_argument(
         "--methods",
@@ -413,6 +464,9 @@ def _run(args: argparse.Namespace) -> dict:
             "seconds": round(time.perf_counter() - started, 2),
         }
         maps_by_method[name] = maps[: args.num_images]
+        started = time.perf_counter()
+        scores[name].update(_protocol_scores(model, test, args.eval_images, name))
+        scores[name]["protocol_seconds"] = round(time.perf_counter() - started, 2)
 
     shown = slice(0, args.num_images)
     predicted = predict(model, test.images[shown])
@@ -435,10 +489,16 @@ def _run(args: argparse.Namespace) -> dict:
             "num_images": args.num_images,
             "methods": args.methods,
             "method_options": "each method's defaults for this model",
+            "protocols": {
+                "segmentation": "predicted class; map > its mean is foreground (ImageNet-segmentation test)",
+                "perturbation": "predicted class (vis_class top); pixels set to 0 in [0, 1] space at 10%..90%",
+                "auc_printed": PROTOCOL_AUC,
+                "batch_size": PROTOCOL_BATCH_SIZE,
+            },
             "weights": ASSET_PATH.name,
             "training": training,
         },
-        "versions": _versions(),
+        "versions": versions(),
     }
     json_path = args.out / "demo_results.json"
     with _atomic_path(json_path) as temporary:
@@ -453,6 +513,7 @@ def _run(args: argparse.Namespace) -> dict:
     print(f"  {'method':<{width}}{'mass inside':>12}{'in > out':>10}")
     for name, score in scores.items():
         print(f"  {name:<{width}}{score['mass_inside_mask']:>12.3f}{score['inside_beats_outside']:>10.1%}")
+    _print_protocol_table(scores, args.eval_images)
     print(f"wrote {grid_path} and {json_path}")
     return results
 

@@ -1,0 +1,135 @@
+"""The ImageNet-segmentation test (spec §5.1) of one attribution method on a ViT, with the original's flags.
+
+    python ViT/imagenet_seg_eval.py --method ours --imagenet-seg-path gtsegs_ijcv.mat \\
+        --checkpoint jx_vit_base_p16_224-80ecf9dd.pth --device cuda
+
+Prints pixel accuracy, mIoU and mAP (x100) and writes them, as fractions and x100, with the settings, versions
+and date, to ``OUT/{method}.json``. The protocol itself is :func:`tokenattr.protocols.segmentation_test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+import tokenattr
+from tokenattr.data import ImagenetSegmentation, normalize
+from tokenattr.protocols import segmentation_test, versions
+
+METRICS = {"pixel_accuracy": "pixel acc", "mean_iou": "mIoU", "mean_ap": "mAP"}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--method",
+        required=True,
+        help=f"attribution method: {', '.join(tokenattr.METHODS)} (the original's spellings are accepted too)",
+    )
+    parser.add_argument("--imagenet-seg-path", type=Path, required=True, help="gtsegs_ijcv.mat")
+    parser.add_argument("--checkpoint", required=True, help="ViT weights (any file or folder load_model reads)")
+    parser.add_argument("--num-heads", type=int, help="attention heads (default: width / 64)")
+    parser.add_argument(
+        "--start-layer", type=int, help="0-based first block the method includes (default: the method's for this model)"
+    )
+    parser.add_argument("--steps", type=int, help="reasoning-feedback steps of Ours (default: 20)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
+    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N images (quick runs)")
+    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    parser.add_argument("--out", type=Path, default=Path("results/seg"), help="output folder (default: results/seg)")
+    args = parser.parse_args(argv)
+
+    try:
+        method = tokenattr.get_method(args.method)
+    except ValueError as error:
+        parser.error(str(error))
+    args.method = method.name
+    args.method_options = {
+        name: value for name, value in (("start_layer", args.start_layer), ("steps", args.steps)) if value is not None
+    }
+    for name in args.method_options:
+        if name not in method.options:
+            options = ", ".join(method.options) or "none"
+            parser.error(f"--{name.replace('_', '-')} does not apply to {method.name}; its options: {options}")
+    for flag in ("batch_size", "limit", "steps"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.num_workers < 0:
+        parser.error(f"--num-workers must be >= 0, got {args.num_workers}")
+    if not args.imagenet_seg_path.is_file():
+        parser.error(f"--imagenet-seg-path {args.imagenet_seg_path} does not exist (expected gtsegs_ijcv.mat)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run the test; returns what it writes to ``OUT/{method}.json``."""
+    args = parse_args(argv)
+    model = tokenattr.load_model(args.checkpoint, num_heads=args.num_heads, device=args.device)
+    config = model.config
+    dataset = ImagenetSegmentation(args.imagenet_seg_path, image_size=config.image_size)
+    if args.limit is not None:
+        dataset = torch.utils.data.Subset(dataset, range(min(args.limit, len(dataset))))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers)
+
+    def to_input(images01: torch.Tensor) -> torch.Tensor:
+        return normalize(images01, config.image_mean, config.image_std)
+
+    scores = segmentation_test(model, loader, args.method, normalize=to_input, **args.method_options)
+    metrics = {key: value for key, value in scores.items() if key not in ("method", "count")}
+    results = {
+        "method": args.method,
+        "count": scores["count"],
+        "metrics": metrics,
+        "metrics_x100": {key: 100 * value for key, value in metrics.items()},
+        "settings": {
+            "imagenet_seg_path": str(args.imagenet_seg_path),
+            "checkpoint": str(args.checkpoint),
+            "num_heads": config.num_heads,
+            "image_size": config.image_size,
+            "image_mean": list(config.image_mean),
+            "image_std": list(config.image_std),
+            "method_options": {**model.method_defaults(args.method), **args.method_options},
+            "target": "predicted class",
+            "batch_size": args.batch_size,
+            "limit": args.limit,
+            "device": str(args.device),
+        },
+        "versions": versions(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    path = args.out / f"{args.method}.json"
+    write_json(path, results)
+
+    print(f"{args.method} on {scores['count']} images of {args.imagenet_seg_path.name} (x100):")
+    for key, label in METRICS.items():
+        print(f"  {label:<10}{100 * scores[key]:>7.2f}")
+    print(f"wrote {path}")
+    return results
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write ``data`` to ``path`` atomically: a temporary file beside it, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(data, file, indent=2)
+            file.write("\n")
+        os.chmod(temporary, 0o644)  # mkstemp makes it private to the user
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

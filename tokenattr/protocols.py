@@ -1,0 +1,142 @@
+"""The paper's evaluation protocols: a model, a method and batches of data in, the metrics out.
+
+This is the one place where models, methods and the model-free metrics of :mod:`tokenattr.evaluation` meet, so
+that the experiment scripts and the demo stay thin:
+
+* :func:`segmentation_test` (spec §5.1): explain the predicted class, up-sample to an image map, score it
+  against the object mask with :class:`~tokenattr.evaluation.SegmentationMetrics`;
+* :func:`perturbation_test` (spec §5.2): explain the predicted (``vis_class="top"``) or the ground-truth class
+  (``"target"``), remove the most (positive) or least (negative) relevant pixels step by step, and accumulate
+  top-1 hits against the labels in a :class:`~tokenattr.evaluation.PerturbationCurve`.
+
+Images come in [0, 1] (``images01 [B, 3, H, W]``); ``normalize`` turns them into the model's input
+(ViT-B: ``(x - 0.5) / 0.5``), so pixels are removed before normalisation, as in the original.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from tokenattr.evaluation import PerturbationCurve, SegmentationMetrics, run_perturbation, top1_hits
+from tokenattr.methods import explain, get_method
+from tokenattr.viz import to_image_map
+
+__all__ = ["VIS_CLASSES", "perturbation_test", "segmentation_test", "versions"]
+
+VIS_CLASSES = ("top", "target")
+
+
+def segmentation_test(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    method: str,
+    *,
+    normalize: Callable[[Tensor], Tensor],
+    image_size: int | tuple[int, int] | None = None,
+    progress: bool = True,
+    **method_options,
+) -> dict:
+    """The ImageNet-segmentation test of ``method`` on ``model`` over ``batches``.
+
+    Args:
+        model: a model from :func:`tokenattr.load_model`.
+        batches: any iterable (e.g. a ``DataLoader`` over
+            :class:`~tokenattr.data.ImagenetSegmentation`) of ``(images01 [B, 3, H, W] in [0, 1],
+            masks [B, H, W] in {0, 1})``.
+        method: a name or alias from ``tokenattr.METHODS``; the predicted class is explained (``target=None``),
+            as in the original.
+        normalize: ``images01 -> model input`` (ViT-B: ``(x - 0.5) / 0.5``).
+        image_size: the map size ``H`` or ``(H, W)``; default (and it must equal) the masks' size.
+        progress: show a tqdm progress bar.
+        **method_options: the method's options (``start_layer``, ``steps``, ...), see :func:`tokenattr.explain`.
+
+    Returns :meth:`SegmentationMetrics.compute` (pixel accuracy, IoUs, mIoU, mAP as fractions, ``count``) plus
+    ``method``, the canonical method name.
+    """
+    from tqdm.auto import tqdm
+
+    name = get_method(method).name
+    device = next(model.parameters()).device
+    metrics = SegmentationMetrics()
+    for images01, masks in tqdm(batches, desc=f"segmentation {name}", unit="batch", disable=not progress):
+        size = tuple(masks.shape[-2:])
+        if image_size is not None and _hw(image_size) != size:
+            raise ValueError(f"image_size {image_size} does not match the masks' size {size}")
+        relevance = explain(model, normalize(images01.to(device)), name, target=None, **method_options)
+        metrics.update(to_image_map(relevance, size).cpu(), masks.cpu())
+    if metrics.count == 0:
+        raise ValueError("segmentation_test got no batches; expected (images01, masks) pairs")
+    return {**metrics.compute(), "method": name}
+
+
+def perturbation_test(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    method: str,
+    *,
+    normalize: Callable[[Tensor], Tensor],
+    vis_class: str = "top",
+    positive: bool = True,
+    progress: bool = True,
+    **method_options,
+) -> dict:
+    """The perturbation test of ``method`` on ``model`` over ``batches``.
+
+    Args:
+        model: a model from :func:`tokenattr.load_model`.
+        batches: any iterable of ``(images01 [B, 3, H, W] in [0, 1], labels [B])``, labels the ground truth.
+        method: a name or alias from ``tokenattr.METHODS``.
+        normalize: ``images01 -> model input``; predictions on perturbed images go through it too.
+        vis_class: ``"top"`` explains the predicted class, ``"target"`` the ground-truth label.
+        positive: remove the most relevant pixels first (lower accuracy = better map) or, if ``False``, the
+            least relevant first (higher = better).
+        progress: show a tqdm progress bar.
+        **method_options: the method's options, see :func:`tokenattr.explain`.
+
+    Hits are always counted against the ground-truth labels. Returns :meth:`PerturbationCurve.compute`
+    (clean and per-step accuracy, ``auc_original``, ``auc_chefer``, ``count``) plus ``method``, ``vis_class``
+    and ``positive``.
+    """
+    from tqdm.auto import tqdm
+
+    name = get_method(method).name
+    if vis_class not in VIS_CLASSES:
+        raise ValueError(f"vis_class must be one of {', '.join(VIS_CLASSES)}, got {vis_class!r}")
+    device = next(model.parameters()).device
+
+    def predict_fn(images01: Tensor) -> Tensor:
+        return model(normalize(images01))
+
+    curve = PerturbationCurve()
+    kind = "positive" if positive else "negative"
+    for images01, labels in tqdm(batches, desc=f"{kind} perturbation {name}", unit="batch", disable=not progress):
+        images01, labels = images01.to(device), torch.as_tensor(labels).to(device)
+        target = labels if vis_class == "target" else None
+        relevance = explain(model, normalize(images01), name, target=target, **method_options)
+        maps = to_image_map(relevance, tuple(images01.shape[-2:]))
+        logits = run_perturbation(images01, maps, predict_fn, positive=positive)
+        curve.update(top1_hits(logits.clean, labels), top1_hits(logits.steps, labels))
+    if curve.count == 0:
+        raise ValueError("perturbation_test got no batches; expected (images01, labels) pairs")
+    return {**curve.compute(), "method": name, "vis_class": vis_class, "positive": positive}
+
+
+def versions() -> dict[str, str]:
+    """The versions a result depends on, to record beside it: tokenattr, torch, numpy, Python."""
+    import tokenattr  # here, not at the top: the package may re-export this module
+
+    return {
+        "tokenattr": tokenattr.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
