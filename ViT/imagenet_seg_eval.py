@@ -5,6 +5,13 @@
 
 Prints pixel accuracy, mIoU and mAP (x100) and writes them, as fractions and x100, with the settings, versions
 and date, to ``OUT/{method}.json``. The protocol itself is :func:`tokenattr.protocols.segmentation_test`.
+
+On several GPUs or nodes, start it with ``torchrun`` (spec §7; NCCL on GPU, gloo on CPU):
+
+    torchrun --nproc_per_node=8 ViT/imagenet_seg_eval.py --method ours ... --device cuda
+
+Each process evaluates every ``world_size``-th batch of the single-process run, the metric sums are added
+across processes, and rank 0 prints and writes the same results as one process would.
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from pathlib import Path
 import torch
 
 import tokenattr
+from tokenattr import distributed
 from tokenattr.data import ImagenetSegmentation, normalize
-from tokenattr.protocols import segmentation_test, versions
+from tokenattr.evaluation import SegmentationMetrics
+from tokenattr.protocols import segmentation_metrics, versions
 
 METRICS = {"pixel_accuracy": "pixel acc", "mean_iou": "mIoU", "mean_ap": "mAP"}
 
@@ -73,18 +82,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict:
     """Run the test; returns what it writes to ``OUT/{method}.json``."""
     args = parse_args(argv)
-    model = tokenattr.load_model(args.checkpoint, num_heads=args.num_heads, device=args.device)
+    rank, world_size = distributed.init_from_env(args.device)  # (0, 1) unless started by torchrun
+    try:
+        return _evaluate(args, rank, world_size)
+    finally:
+        distributed.cleanup()
+
+
+def _evaluate(args: argparse.Namespace, rank: int, world_size: int) -> dict:
+    device = distributed.local_device(args.device)
+    model = tokenattr.load_model(args.checkpoint, num_heads=args.num_heads, device=device)
     config = model.config
     dataset = ImagenetSegmentation(args.imagenet_seg_path, image_size=config.image_size)
     if args.limit is not None:
         dataset = torch.utils.data.Subset(dataset, range(min(args.limit, len(dataset))))
+    if world_size > 1:  # whole batches of the single-process run, so that the maps are the same too
+        shard = distributed.shard_indices(len(dataset), rank, world_size, block=args.batch_size)
+        dataset = torch.utils.data.Subset(dataset, shard)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers)
 
     def to_input(images01: torch.Tensor) -> torch.Tensor:
         return normalize(images01, config.image_mean, config.image_std)
 
-    scores = segmentation_test(model, loader, args.method, normalize=to_input, **args.method_options)
-    metrics = {key: value for key, value in scores.items() if key not in ("method", "count")}
+    accumulator = segmentation_metrics(
+        model, loader, args.method, normalize=to_input, progress=rank == 0, **args.method_options
+    )
+    accumulator = SegmentationMetrics.from_state_dict(distributed.all_reduce_sums(accumulator.state_dict()))
+    if accumulator.count == 0:
+        raise ValueError(f"{args.imagenet_seg_path} gave no images to evaluate")
+    scores = accumulator.compute()
+    metrics = {key: value for key, value in scores.items() if key != "count"}
     results = {
         "method": args.method,
         "count": scores["count"],
@@ -102,10 +129,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "batch_size": args.batch_size,
             "limit": args.limit,
             "device": str(args.device),
+            "world_size": world_size,
         },
         "versions": versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    if rank != 0:
+        return results
     path = args.out / f"{args.method}.json"
     write_json(path, results)
 

@@ -4,7 +4,8 @@ This is the one place where models, methods and the model-free metrics of :mod:`
 that the experiment scripts and the demo stay thin:
 
 * :func:`segmentation_test` (spec §5.1): explain the predicted class, up-sample to an image map, score it
-  against the object mask with :class:`~tokenattr.evaluation.SegmentationMetrics`;
+  against the object mask with :class:`~tokenattr.evaluation.SegmentationMetrics` (:func:`segmentation_metrics`
+  returns that accumulator, to add up the shards of several processes);
 * :func:`perturbation_test` (spec §5.2): explain the predicted (``vis_class="top"``) or the ground-truth class
   (``"target"``), remove the most (positive) or least (negative) relevant pixels step by step, and accumulate
   top-1 hits against the labels in a :class:`~tokenattr.evaluation.PerturbationCurve`.
@@ -26,7 +27,7 @@ from tokenattr.evaluation import PerturbationCurve, SegmentationMetrics, run_per
 from tokenattr.methods import explain, get_method
 from tokenattr.viz import to_image_map
 
-__all__ = ["VIS_CLASSES", "perturbation_test", "segmentation_test", "versions"]
+__all__ = ["VIS_CLASSES", "perturbation_test", "segmentation_metrics", "segmentation_test", "versions"]
 
 VIS_CLASSES = ("top", "target")
 
@@ -56,22 +57,46 @@ def segmentation_test(
         **method_options: the method's options (``start_layer``, ``steps``, ...), see :func:`tokenattr.explain`.
 
     Returns :meth:`SegmentationMetrics.compute` (pixel accuracy, IoUs, mIoU, mAP as fractions, ``count``) plus
-    ``method``, the canonical method name.
+    ``method``, the canonical method name. :func:`segmentation_metrics` is the same loop returning the
+    accumulator (e.g. to add up the shards of several processes before computing).
+    """
+    name = get_method(method).name
+    metrics = segmentation_metrics(
+        model, batches, name, normalize=normalize, image_size=image_size, progress=progress, **method_options
+    )
+    if metrics.count == 0:
+        raise ValueError("segmentation_test got no batches; expected (images01, masks) pairs")
+    return {**metrics.compute(), "method": name}
+
+
+def segmentation_metrics(
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    method: str,
+    *,
+    normalize: Callable[[Tensor], Tensor],
+    image_size: int | tuple[int, int] | None = None,
+    progress: bool = True,
+    metrics: SegmentationMetrics | None = None,
+    **method_options,
+) -> SegmentationMetrics:
+    """The loop of :func:`segmentation_test`: ``batches`` scored into ``metrics`` (a new one by default).
+
+    Same arguments as :func:`segmentation_test`; returns the accumulator, not yet computed, and accepts no
+    batches (an empty accumulator: e.g. a process whose shard of the data is empty).
     """
     from tqdm.auto import tqdm
 
     name = get_method(method).name
     device = next(model.parameters()).device
-    metrics = SegmentationMetrics()
+    metrics = SegmentationMetrics() if metrics is None else metrics
     for images01, masks in tqdm(batches, desc=f"segmentation {name}", unit="batch", disable=not progress):
         size = tuple(masks.shape[-2:])
         if image_size is not None and _hw(image_size) != size:
             raise ValueError(f"image_size {image_size} does not match the masks' size {size}")
         relevance = explain(model, normalize(images01.to(device)), name, target=None, **method_options)
         metrics.update(to_image_map(relevance, size).cpu(), masks.cpu())
-    if metrics.count == 0:
-        raise ValueError("segmentation_test got no batches; expected (images01, masks) pairs")
-    return {**metrics.compute(), "method": name}
+    return metrics
 
 
 def perturbation_test(
