@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +78,36 @@ def tiny_images() -> torch.Tensor:
 def minmax(values: np.ndarray | torch.Tensor) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     return (values - values.min()) / (values.max() - values.min())
+
+
+ROOT = Path(__file__).resolve().parents[1]
+# What torchrun prints when its rendezvous port cannot be bound (a sandbox without loopback networking).
+PORT_FAILURES = ("Address already in use", "EADDRINUSE", "failed to listen", "errno: 99")
+
+
+def load_script(name: str):
+    """Import ``ViT/{name}.py`` as a module (the experiment folders are scripts, not packages)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "ViT" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_torchrun(script: str, flags: list[str], cwd: Path, processes: int = 2) -> subprocess.CompletedProcess:
+    """Run ``ViT/{script}.py`` under torchrun with CPU processes of one thread each, on 127.0.0.1.
+
+    Skips the test when the rendezvous port cannot be bound; fails it, with the output, on any other error.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={processes}"]
+    command += ["--master_addr=127.0.0.1", f"--master_port={port}", str(ROOT / "ViT" / f"{script}.py"), *flags]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env["OMP_NUM_THREADS"] = "1"
+    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=90)
+    output = result.stdout + result.stderr
+    if result.returncode != 0 and any(sign in output for sign in PORT_FAILURES):
+        pytest.skip(f"torchrun could not bind 127.0.0.1:{port} in this sandbox:\n{output[-2000:]}")
+    assert result.returncode == 0, output[-4000:]
+    return result

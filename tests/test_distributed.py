@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import random_vit
+from conftest import load_script, random_vit, run_torchrun
 
 from tokenattr.data import write_gtsegs_like
 from tokenattr.distributed import all_reduce_sums, init_from_env, is_main, shard_indices
 from tokenattr.evaluation import SegmentationMetrics
 from tokenattr.models.vit import ours_to_timm
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "ViT" / "imagenet_seg_eval.py"
 
 
 @pytest.mark.parametrize("n", [0, 1, 5, 7, 16])
@@ -61,19 +52,6 @@ def test_single_process_needs_no_process_group(monkeypatch):
     assert SegmentationMetrics.from_state_dict(all_reduce_sums(state)).compute() == metrics.compute()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("imagenet_seg_eval", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_two_cpu_processes_give_the_metrics_of_one(tmp_path):
     rng = np.random.default_rng(1)
     sizes = [(40, 50), (32, 32), (45, 30), (36, 40), (30, 44)]  # 5 images: shards of 3 and 2 batches of 1 ...
@@ -94,29 +72,11 @@ def test_two_cpu_processes_give_the_metrics_of_one(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = _load_script().main([*flags, "--out", str(tmp_path / "single")])
+        single = load_script("imagenet_seg_eval").main([*flags, "--out", str(tmp_path / "single")])
     finally:
         torch.set_num_threads(threads)
 
-    port = _free_port()
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"]
-    torchrun += ["--master_addr=127.0.0.1", f"--master_port={port}"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env["OMP_NUM_THREADS"] = "1"
-    result = subprocess.run(
-        [*torchrun, str(SCRIPT), *flags, "--out", str(tmp_path / "multi")],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    output = result.stdout + result.stderr
-    if result.returncode != 0 and any(
-        sign in output for sign in ("Address already in use", "EADDRINUSE", "failed to listen", "errno: 99")
-    ):
-        pytest.skip(f"torchrun could not bind 127.0.0.1:{port} in this sandbox:\n{output[-2000:]}")
-    assert result.returncode == 0, output[-4000:]
+    result = run_torchrun("imagenet_seg_eval", [*flags, "--out", str(tmp_path / "multi")], tmp_path)
     assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == ["ours-h.json"]  # rank 0 alone writes
     assert result.stdout.count("wrote ") == 1 and "mIoU" in result.stdout
 

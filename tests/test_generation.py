@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -15,21 +14,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import random_vit
+from conftest import ROOT, load_script, random_vit
 from PIL import Image
 
 from tokenattr.models.vit import ours_to_timm
 from tokenattr.results_file import ResultsFile
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "ViT" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 generation = load_script("generate_visualizations")
 stage2 = load_script("perturbation_eval_from_hdf5")

@@ -2,55 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
-import pytest
 import torch
-from conftest import random_vit
+from conftest import load_script, random_vit, run_torchrun
 from PIL import Image
 
 from tokenattr.models.vit import ours_to_timm
 from tokenattr.results_file import ResultsFile
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "ViT" / "generate_visualizations.py"
-PORT_FAILURES = ("Address already in use", "EADDRINUSE", "failed to listen", "errno: 99")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("generate_visualizations", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _torchrun(flags: list[str], cwd: Path) -> str:
-    """Run the script with 2 CPU processes; returns stdout (skips if the rendezvous port cannot be bound)."""
-    port = _free_port()
-    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc_per_node=2"]
-    command += ["--master_addr=127.0.0.1", f"--master_port={port}", str(SCRIPT), *flags]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env["OMP_NUM_THREADS"] = "1"
-    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=90)
-    output = result.stdout + result.stderr
-    if result.returncode != 0 and any(sign in output for sign in PORT_FAILURES):
-        pytest.skip(f"torchrun could not bind 127.0.0.1:{port} in this sandbox:\n{output[-2000:]}")
-    assert result.returncode == 0, output[-4000:]
-    return result.stdout
 
 
 def _datasets(path: Path) -> dict[str, np.ndarray]:
@@ -82,7 +44,7 @@ def test_two_cpu_processes_write_the_file_of_one_and_resume(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single_path = _load_script().main([*flags, "--out", str(tmp_path / "single")])
+        single_path = load_script("generate_visualizations").main([*flags, "--out", str(tmp_path / "single")])
     finally:
         torch.set_num_threads(threads)
     single = _datasets(single_path)
@@ -107,7 +69,7 @@ def test_two_cpu_processes_write_the_file_of_one_and_resume(tmp_path):
                     part._file[name][2] = single[name][4] + 1
     (folder / ".results.hdf5.assembling").write_bytes(b"cut off")
 
-    output = _torchrun([*flags, "--out", str(tmp_path / "multi")], cwd=tmp_path)
+    output = run_torchrun("generate_visualizations", [*flags, "--out", str(tmp_path / "multi")], tmp_path).stdout
     assert "rank 0: resuming" in output and "rank 1: resuming" in output
     assert output.count("wrote ") == 1  # rank 0 alone assembles
     assert sorted(p.name for p in folder.iterdir()) == ["results.hdf5"]  # parts and temporary file removed
@@ -119,6 +81,6 @@ def test_two_cpu_processes_write_the_file_of_one_and_resume(tmp_path):
         assert dict(multi_file.attrs) == dict(single_file.attrs)  # the single-process fingerprint
 
     before = (folder / "results.hdf5").read_bytes()
-    output = _torchrun([*flags, "--out", str(tmp_path / "multi")], cwd=tmp_path)
+    output = run_torchrun("generate_visualizations", [*flags, "--out", str(tmp_path / "multi")], tmp_path).stdout
     assert "nothing to do" in output and "wrote " not in output
     assert (folder / "results.hdf5").read_bytes() == before

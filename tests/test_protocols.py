@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import random_vit
+from conftest import load_script, random_vit
 
 import tokenattr
 from tokenattr import demo
@@ -19,7 +17,6 @@ from tokenattr.evaluation import PERTURBATION_FRACTIONS
 from tokenattr.models.vit import ours_to_timm
 from tokenattr.protocols import perturbation_test, segmentation_test
 
-SCRIPT = Path(__file__).resolve().parents[1] / "ViT" / "imagenet_seg_eval.py"
 FRESH_SEED = 7  # neither the demo model's training, validation nor test data
 assert FRESH_SEED not in (demo.TRAIN_DATA_SEED, demo.VALIDATION_DATA_SEED, demo.DEMO_TEST_SEED)
 
@@ -109,13 +106,6 @@ def test_perturbation_test_target_class_equals_top_when_the_model_is_right(shape
     assert top == {**target, "vis_class": "top"}
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("imagenet_seg_eval", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture
 def seg_files(tmp_path):
     rng = np.random.default_rng(0)
@@ -134,7 +124,7 @@ def seg_files(tmp_path):
 def test_imagenet_seg_eval_script_end_to_end(seg_files, tmp_path, capsys):
     mat, checkpoint = seg_files
     out = tmp_path / "results"
-    script = _load_script()
+    script = load_script("imagenet_seg_eval")
     common = ["--imagenet-seg-path", str(mat), "--checkpoint", str(checkpoint), "--num-heads", "4"]
     results = script.main(
         ["--method", "ours", *common, "--steps", "4", "--limit", "3", "--batch-size", "2", "--num-workers", "0"]
@@ -164,7 +154,7 @@ def test_imagenet_seg_eval_script_end_to_end(seg_files, tmp_path, capsys):
 
 def test_imagenet_seg_eval_script_rejects_bad_flags(seg_files, tmp_path, capsys):
     mat, checkpoint = seg_files
-    script = _load_script()
+    script = load_script("imagenet_seg_eval")
     common = ["--checkpoint", str(checkpoint), "--out", str(tmp_path / "results")]
     with pytest.raises(SystemExit):
         script.main(["--method", "nope", "--imagenet-seg-path", str(mat), *common])
