@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 import tokenattr
-from tokenattr import distributed
+from tokenattr import cli, distributed
 from tokenattr.data import ImageNetValidation, normalize
 from tokenattr.protocols import VIS_CLASSES
 from tokenattr.results_file import ResultsFile, checkpoint_identity, indices_hash, open_finished
@@ -37,11 +37,7 @@ from tokenattr.results_file import ResultsFile, checkpoint_identity, indices_has
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--method",
-        required=True,
-        help=f"attribution method: {', '.join(tokenattr.METHODS)} (the original's spellings are accepted too)",
-    )
+    cli.add_explanation_arguments(parser, limit_help="only the first N images of the subset (quick runs)")
     parser.add_argument(
         "--imagenet-validation-path", type=Path, required=True, help="ImageNet val folder, one folder per class"
     )
@@ -49,39 +45,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--vis-class", choices=VIS_CLASSES, default="top", help="explain the predicted class or the label (top)"
     )
-    parser.add_argument("--checkpoint", required=True, help="ViT weights (any file or folder load_model reads)")
-    parser.add_argument("--num-heads", type=int, help="attention heads (default: width / 64)")
-    parser.add_argument(
-        "--start-layer", type=int, help="0-based first block the method includes (default: the method's for this model)"
-    )
-    parser.add_argument("--steps", type=int, help="reasoning-feedback steps of Ours (default: 20)")
     parser.add_argument("--image-size", type=int, help="image and map size (default: the model's input size, 224)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
-    parser.add_argument("--limit", type=int, help="only the first N images of the subset (quick runs)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument(
         "--out", type=Path, default=Path("visualizations"), help="output folder (default: visualizations)"
     )
     args = parser.parse_args(argv)
 
-    try:
-        method = tokenattr.get_method(args.method)
-    except ValueError as error:
-        parser.error(str(error))
-    args.method = method.name
-    args.method_options = {
-        name: value for name, value in (("start_layer", args.start_layer), ("steps", args.steps)) if value is not None
-    }
-    for name in args.method_options:
-        if name not in method.options:
-            options = ", ".join(method.options) or "none"
-            parser.error(f"--{name.replace('_', '-')} does not apply to {method.name}; its options: {options}")
-    for flag in ("batch_size", "limit", "steps", "image_size"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    if args.num_workers < 0:
-        parser.error(f"--num-workers must be >= 0, got {args.num_workers}")
+    cli.check_explanation_arguments(parser, args, positive=("image_size",))
     if not args.imagenet_validation_path.is_dir():
         parser.error(f"--imagenet-validation-path {args.imagenet_validation_path} is not a folder")
     if args.pert_index is not None and not args.pert_index.is_file():

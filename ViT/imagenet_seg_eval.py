@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 import tokenattr
-from tokenattr import distributed
+from tokenattr import cli, distributed
 from tokenattr.data import ImagenetSegmentation, normalize
 from tokenattr.evaluation import SegmentationMetrics
 from tokenattr.protocols import segmentation_metrics, versions
@@ -38,42 +38,12 @@ METRICS = {"pixel_accuracy": "pixel acc", "mean_iou": "mIoU", "mean_ap": "mAP"}
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--method",
-        required=True,
-        help=f"attribution method: {', '.join(tokenattr.METHODS)} (the original's spellings are accepted too)",
-    )
+    cli.add_explanation_arguments(parser, limit_help="evaluate only the first N images (quick runs)")
     parser.add_argument("--imagenet-seg-path", type=Path, required=True, help="gtsegs_ijcv.mat")
-    parser.add_argument("--checkpoint", required=True, help="ViT weights (any file or folder load_model reads)")
-    parser.add_argument("--num-heads", type=int, help="attention heads (default: width / 64)")
-    parser.add_argument(
-        "--start-layer", type=int, help="0-based first block the method includes (default: the method's for this model)"
-    )
-    parser.add_argument("--steps", type=int, help="reasoning-feedback steps of Ours (default: 20)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
-    parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
-    parser.add_argument("--limit", type=int, help="evaluate only the first N images (quick runs)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--out", type=Path, default=Path("results/seg"), help="output folder (default: results/seg)")
     args = parser.parse_args(argv)
 
-    try:
-        method = tokenattr.get_method(args.method)
-    except ValueError as error:
-        parser.error(str(error))
-    args.method = method.name
-    args.method_options = {
-        name: value for name, value in (("start_layer", args.start_layer), ("steps", args.steps)) if value is not None
-    }
-    for name in args.method_options:
-        if name not in method.options:
-            options = ", ".join(method.options) or "none"
-            parser.error(f"--{name.replace('_', '-')} does not apply to {method.name}; its options: {options}")
-    for flag in ("batch_size", "limit", "steps"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 1:
-            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-    if args.num_workers < 0:
-        parser.error(f"--num-workers must be >= 0, got {args.num_workers}")
+    cli.check_explanation_arguments(parser, args)
     if not args.imagenet_seg_path.is_file():
         parser.error(f"--imagenet-seg-path {args.imagenet_seg_path} does not exist (expected gtsegs_ijcv.mat)")
     return args
