@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +112,15 @@ def run_torchrun(script: str, flags: list[str], cwd: Path, processes: int = 2) -
         pytest.skip(f"torchrun could not bind 127.0.0.1:{port} in this sandbox:\n{output[-2000:]}")
     assert result.returncode == 0, output[-4000:]
     return result
+
+
+@contextmanager
+def one_torch_thread():
+    """Run with one intra-op thread, as torchrun's processes do (OMP_NUM_THREADS=1): CPU float rounding depends
+    on the thread count, so a single-process reference must use the same count to compare exactly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

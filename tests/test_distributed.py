@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import load_script, random_vit, run_torchrun
+from conftest import load_script, one_torch_thread, random_vit, run_torchrun
 
 from tokenattr.data import write_gtsegs_like
 from tokenattr.distributed import all_reduce_sums, init_from_env, is_main, shard_indices
@@ -67,14 +67,9 @@ def test_two_cpu_processes_give_the_metrics_of_one(tmp_path):
     flags = ["--method", "ours", "--imagenet-seg-path", str(mat), "--checkpoint", str(checkpoint)]
     flags += ["--num-heads", "4", "--steps", "4", "--batch-size", "2", "--num-workers", "0"]
 
-    # One thread per process, as torchrun sets (OMP_NUM_THREADS=1): the CPU kernels' float rounding, and so the
-    # order of near-tied pixels in the AP, depends on the thread count, not on the sharding tested here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    # The order of near-tied pixels in the AP follows float rounding, which depends on the thread count.
+    with one_torch_thread():
         single = load_script("imagenet_seg_eval").main([*flags, "--out", str(tmp_path / "single")])
-    finally:
-        torch.set_num_threads(threads)
 
     result = run_torchrun("imagenet_seg_eval", [*flags, "--out", str(tmp_path / "multi")], tmp_path)
     assert sorted(p.name for p in (tmp_path / "multi").iterdir()) == ["ours-h.json"]  # rank 0 alone writes

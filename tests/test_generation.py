@@ -53,6 +53,14 @@ def setup(tmp_path: Path) -> dict:
     return {"checkpoint": checkpoint, "flags": flags, "tmp": tmp_path}
 
 
+def stage2_flags(setup: dict, folder: str) -> list[str]:
+    """Flags of the perturbation script for the rollout/target results under ``folder``."""
+    return [
+        *("--method", "rollout", "--vis-class", "target", "--checkpoint", str(setup["checkpoint"])),
+        *("--visualizations", str(setup["tmp"] / folder), "--out", str(setup["tmp"] / "json")),
+    ]
+
+
 def generate(setup: dict, out: str, method: str = "rollout") -> Path:
     return generation.main(["--method", method, "--out", str(setup["tmp"] / out), *setup["flags"]])
 
@@ -88,20 +96,7 @@ def test_generation_layout_and_resume_after_interrupt(setup, monkeypatch):
     with h5py.File(path, "r") as file:
         assert file.attrs["completed"] == 2 and not file.attrs["finished"]
     with pytest.raises(ValueError, match="unfinished"):
-        stage2.main(
-            [
-                "--method",
-                "rollout",
-                "--vis-class",
-                "target",
-                "--checkpoint",
-                str(setup["checkpoint"]),
-                "--visualizations",
-                str(setup["tmp"] / "b"),
-                "--out",
-                str(setup["tmp"] / "json"),
-            ]
-        )
+        stage2.main(stage2_flags(setup, "b"))
 
     explained = []
     original_explain = generation.tokenattr.explain
@@ -174,20 +169,7 @@ def test_foreign_file_refused_and_finished_file_not_recomputed(setup, monkeypatc
 
 def test_perturbation_script_writes_both_aucs(setup, capsys):
     generate(setup, "a")
-    flags = [
-        "--method",
-        "rollout",
-        "--vis-class",
-        "target",
-        "--checkpoint",
-        str(setup["checkpoint"]),
-        "--visualizations",
-        str(setup["tmp"] / "a"),
-        "--out",
-        str(setup["tmp"] / "json"),
-        "--batch-size",
-        "4",
-    ]
+    flags = [*stage2_flags(setup, "a"), "--batch-size", "4"]
     positive = stage2.main(flags)
     negative = stage2.main([*flags, "--neg"])
     assert positive["test"] == "positive" and negative["test"] == "negative"

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from conftest import load_script, random_vit, run_torchrun
+from conftest import load_script, one_torch_thread, random_vit, run_torchrun
 from PIL import Image
 
 from tokenattr.models.vit import ours_to_timm
@@ -39,14 +39,8 @@ def test_two_cpu_processes_write_the_file_of_one_and_resume(tmp_path):
     flags += ["--imagenet-validation-path", str(root), "--pert-index", str(pert_index), "--num-heads", "4"]
     flags += ["--batch-size", "2", "--num-workers", "0"]
 
-    # One thread, as torchrun sets (OMP_NUM_THREADS=1): the CPU kernels' float rounding depends on the thread
-    # count, not on the sharding tested here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         single_path = load_script("generate_visualizations").main([*flags, "--out", str(tmp_path / "single")])
-    finally:
-        torch.set_num_threads(threads)
     single = _datasets(single_path)
     assert single["target"].tolist() == [1, 0, 1, 0, 0, 0, 1]
 
