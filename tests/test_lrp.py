@@ -102,7 +102,7 @@ def test_relevance_starts_as_the_one_hot_target():
     with torch.no_grad(), record(model) as records:
         model(images)
     seed = F.one_hot(torch.tensor([2]), 5).double()
-    _, attn_relevances = model.relprop(images, records, seed)
+    _, attn_relevances = model.relprop({"pixel_values": images}, records, seed)
     last = attn_relevances[-1][0]
     assert torch.count_nonzero(last[:, 1:]) == 0  # only the class token's row carries relevance in the last block
     # the attention map keeps half of what reached the attention branch (the values get the other half)

@@ -86,25 +86,61 @@ def identity_like(matrices: Tensor) -> Tensor:
     return eye.expand(batch, tokens, tokens).clone()
 
 
+def padding_mask(inputs: Inputs) -> Tensor | None:
+    """``[B, N]`` 1 for real tokens and 0 for padding, or ``None`` when the inputs have no padding mask."""
+    mask = inputs.get("attention_mask")
+    return None if mask is None else mask.to(torch.bool)
+
+
+def drop_padded_keys(attn_grad: Tensor, inputs: Inputs) -> Tensor:
+    """``∂y/∂A`` ``[B, H, N, N]`` with the columns of padded keys zeroed.
+
+    Their attention is forced to 0 by the mask, yet its gradient is not 0: left in, it makes a padded
+    sequence's head weights differ from those of the same sequence alone (the original does this).
+    """
+    mask = padding_mask(inputs)
+    return attn_grad if mask is None else attn_grad * mask[:, None, None, :]
+
+
 @torch.no_grad()
-def residual_rollout(transitions: list[Tensor]) -> Tensor:
+def residual_rollout(transitions: list[Tensor], normalise_rows: bool = False) -> Tensor:
     """``R = Π_l (I + T_l)`` over per-block ``[B, N, N]`` matrices, later blocks on the left.
 
-    The identity stands for the residual connection; no row normalisation (spec §3.1 step 2).
+    The identity stands for the residual connection; no row normalisation (spec §3.1 step 2) unless
+    ``normalise_rows``, which divides each ``I + T_l`` by its row sums (attention rollout; the original's BERT
+    transformer attribution).
     """
     rollout = identity_like(transitions[0])
     for transition in transitions:
-        rollout = rollout + transition @ rollout
+        if normalise_rows:
+            step = transition + identity_like(transition)
+            rollout = (step / step.sum(dim=-1, keepdim=True)) @ rollout
+        else:
+            rollout = rollout + transition @ rollout
     return rollout
 
 
-def read_off(model: nn.Module, token_matrix: Tensor) -> Tensor:
-    """Token relevance ``[B, N - prefix]`` from a ``[B, N, N]`` matrix (rows: queries, columns: keys).
+def pooled_row(model: nn.Module, matrix: Tensor) -> Tensor:
+    """The row ``[..., N]`` of a ``[..., N, N]`` matrix at the pooled token: the class token's row, or for a
+    mean-pooled model the mean of the patch rows (its prediction is made from all of them)."""
+    if model.pooling == "cls":
+        return matrix[..., 0, :]
+    return matrix[..., model.num_prefix_tokens :, :].mean(dim=-2)
 
-    A class-token model reads the class token's row; a mean-pooled model averages the patch rows, because
-    its prediction is made from all of them (DESIGN §4, read-off).
+
+def read_off(model: nn.Module, token_matrix: Tensor, inputs: Inputs) -> Tensor:
+    """Token relevance from a ``[B, N, N]`` matrix (rows: queries, columns: keys), read at the pooled row
+    (DESIGN §4, read-off).
+
+    Image models return the non-prefix tokens ``[B, N - prefix]``; text models (``keeps_prefix_positions``)
+    return every position ``[B, N]`` with the prefix ([CLS]) and padding set to 0, so that positions line up
+    with ``input_ids``.
     """
     prefix = model.num_prefix_tokens
-    if model.pooling == "cls":
-        return token_matrix[:, 0, prefix:]
-    return token_matrix[:, prefix:, prefix:].mean(dim=1)
+    row = pooled_row(model, token_matrix)
+    if not getattr(model, "keeps_prefix_positions", False):
+        return row[:, prefix:]
+    row = row.clone()
+    row[:, :prefix] = 0
+    mask = padding_mask(inputs)
+    return row if mask is None else row * mask

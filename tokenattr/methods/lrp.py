@@ -42,21 +42,25 @@ def _propagate(
     records, target, score, logits = recorded_forward(model, inputs, target, layers, differentiable=gradients)
     grads = attention_gradients(records, layers, score) if gradients else None
     seed = F.one_hot(target, logits.shape[-1]).to(logits.dtype)
-    input_relevance, attn_relevances = relprop(
-        inputs[model.main_input_name], records, seed, rules=_rules(rules), to_input=to_input
-    )
+    input_relevance, attn_relevances = relprop(inputs, records, seed, rules=_rules(rules), to_input=to_input)
     return input_relevance, attn_relevances, grads
 
 
 def transformer_attribution(
-    model: nn.Module, inputs: Inputs, target: int | Tensor | None = None, *, start_layer: int, rules: str = "chefer"
+    model: nn.Module,
+    inputs: Inputs,
+    target: int | Tensor | None = None,
+    *,
+    start_layer: int,
+    rules: str = "chefer",
+    normalise_rows: bool = False,
 ) -> Tensor:
-    """``R = Π_l (I + mean_h max(0, ∂y_c/∂A_l ⊙ R^A_l))`` from ``start_layer`` on, without row normalisation
-    (the original's ViT code; its BERT code normalises rows, spec §4.2)."""
+    """``R = Π_l (I + mean_h max(0, ∂y_c/∂A_l ⊙ R^A_l))`` from ``start_layer`` on. ``normalise_rows`` divides each
+    factor by its row sums, as the original's BERT code does; its ViT code does not (spec §4.1, §4.2)."""
     layers = included_layers(model, start_layer)
     _, attn_relevances, grads = _propagate(model, inputs, target, rules, gradients=True)
     transitions = [(grads[layer] * attn_relevances[layer]).clamp(min=0).mean(dim=1) for layer in layers]
-    return read_off(model, residual_rollout(transitions))
+    return read_off(model, residual_rollout(transitions, normalise_rows), inputs)
 
 
 def lrp_rollout(
@@ -65,7 +69,8 @@ def lrp_rollout(
     """``R = Π_l (I + mean_h max(0, R^A_l))`` from ``start_layer`` on: rollout of the LRP attention relevances."""
     layers = included_layers(model, start_layer)
     _, attn_relevances, _ = _propagate(model, inputs, target, rules)
-    return read_off(model, residual_rollout([attn_relevances[layer].clamp(min=0).mean(dim=1) for layer in layers]))
+    transitions = [attn_relevances[layer].clamp(min=0).mean(dim=1) for layer in layers]
+    return read_off(model, residual_rollout(transitions), inputs)
 
 
 def partial_lrp(
@@ -73,7 +78,7 @@ def partial_lrp(
 ) -> Tensor:
     """``mean_h max(0, R^A_L)``: the LRP relevance of the last attention map (Voita et al. 2019)."""
     _, attn_relevances, _ = _propagate(model, inputs, target, rules)
-    return read_off(model, attn_relevances[-1].clamp(min=0).mean(dim=1))
+    return read_off(model, attn_relevances[-1].clamp(min=0).mean(dim=1), inputs)
 
 
 def full_lrp(model: nn.Module, inputs: Inputs, target: int | Tensor | None = None, *, rules: str = "chefer") -> Tensor:

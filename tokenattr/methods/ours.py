@@ -18,6 +18,7 @@ from ..models.layers import record
 from .common import (
     Inputs,
     attention_gradients,
+    drop_padded_keys,
     included_layers,
     read_off,
     recorded_forward,
@@ -71,19 +72,26 @@ def ours_head_wise(
     start_layer: int,
     steps: int = 20,
     internal_batch_size: int = 64,
+    ignore_padding: bool = True,
 ) -> Tensor:
-    """Ours-H: head-wise attention perception ⊙ reasoning feedback."""
+    """Ours-H: head-wise attention perception ⊙ reasoning feedback.
+
+    ``ignore_padding`` leaves the gradient at padded keys out of the head weights, so that a padded sequence
+    gets what it gets alone; ``False`` keeps it, as the original does.
+    """
     layers = included_layers(model, start_layer)
     records, target, score, _ = recorded_forward(model, inputs, target, layers, differentiable=True)
     grads = attention_gradients(records, layers, score)
     transitions = []
     for layer, grad in zip(layers, grads):
+        if ignore_padding:
+            grad = drop_padded_keys(grad, inputs)
         attn_probs = records[layer].attn_probs.detach()
         weights = head_weights(attn_probs, grad)
         transitions.append(torch.einsum("bh,bhij->bij", weights, attn_probs))
     rollout = residual_rollout(transitions)
     feedback = reasoning_feedback(model, inputs, target, steps, internal_batch_size)
-    return read_off(model, feedback * rollout)
+    return read_off(model, feedback * rollout, inputs)
 
 
 def ours_token_wise(
@@ -108,4 +116,4 @@ def ours_token_wise(
     if abs_rollout:
         rollout = rollout.abs()
     feedback = reasoning_feedback(model, inputs, target, steps, internal_batch_size)
-    return read_off(model, feedback * rollout)
+    return read_off(model, feedback * rollout, inputs)

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from . import vit
+from . import bert, vit
+from .bert import BertClassifier, BertConfig, encode_texts, load_tokenizer
 from .layers import BlockRecord, record
 from .loading import (
     CheckpointMismatchError,
@@ -20,8 +21,8 @@ from .loading import (
 )
 from .vit import VisionTransformer, ViTConfig
 
-FAMILIES = ("vit",)
-HF_MODEL_TYPES = {"vit": "vit"}  # config.json "model_type" -> family
+FAMILIES = ("vit", "bert")
+HF_MODEL_TYPES = {"vit": "vit", "bert": "bert"}  # config.json "model_type" -> family
 
 
 def _family_of_hf_config(hf_config: Mapping) -> str:
@@ -36,13 +37,17 @@ def _family_of_hf_config(hf_config: Mapping) -> str:
 def _family_of_state_dict(state: Mapping[str, Tensor]) -> str:
     if vit.is_timm_vit(state) or vit.is_hf_vit(state):
         return "vit"
+    if bert.is_hf_bert(state):
+        return "bert"
     raise ValueError(
         f"could not recognise the architecture from the checkpoint's keys (first: {sorted(state)[:5]}); "
         f"supported families: {', '.join(FAMILIES)} — pass family= if it is one of them"
     )
 
 
-def _build_vit(state: Mapping[str, Tensor], hf_config: Mapping | None, num_heads: int | None) -> VisionTransformer:
+def _build_vit(
+    state: Mapping[str, Tensor], hf_config: Mapping | None, num_heads: int | None, num_labels: int | None
+) -> VisionTransformer:
     if vit.is_hf_vit(state):
         state = vit.hf_to_timm(state)
     if not vit.is_timm_vit(state):
@@ -58,11 +63,15 @@ def _build_vit(state: Mapping[str, Tensor], hf_config: Mapping | None, num_heads
     return model
 
 
+_BUILDERS = {"vit": _build_vit, "bert": bert.build}
+
+
 def load_model(
     source: str | Path | Mapping[str, Tensor],
     family: str | None = None,
     num_heads: int | None = None,
     device: str | torch.device = "cpu",
+    num_labels: int | None = None,
 ) -> nn.Module:
     """Build a model from a checkpoint, reading the architecture from the weights (DESIGN §3).
 
@@ -73,6 +82,7 @@ def load_model(
         num_heads: attention heads, which a state dict does not record; default width/64 (Hugging Face
             folders give it in ``config.json``).
         device: where the model is put. It is returned in eval mode.
+        num_labels: classes of the new classifier that an encoder-only checkpoint (``BertModel``) gets.
     """
     if family is not None and family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; supported: {', '.join(FAMILIES)}")
@@ -86,12 +96,16 @@ def load_model(
     else:
         state = read_state_dict(source)
     family = family or _family_of_state_dict(state)
-    model = _build_vit(state, hf_config, num_heads)
+    model = _BUILDERS[family](state, hf_config, num_heads, num_labels)
     return model.to(device).eval()
 
 
 __all__ = [
     "FAMILIES",
+    "BertClassifier",
+    "BertConfig",
+    "encode_texts",
+    "load_tokenizer",
     "BlockRecord",
     "CheckpointMismatchError",
     "ViTConfig",

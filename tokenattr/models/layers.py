@@ -10,7 +10,7 @@ projection. Outside that context nothing is stored and attention takes PyTorch's
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -233,6 +233,37 @@ class Encoder(nn.Module):
             with torch.set_grad_enabled(grad_mode):
                 hidden = block(hidden, attn_mask, record)
         return hidden
+
+    def _check_complete(self, records: Mapping[int, BlockRecord]) -> None:
+        missing = [index for index in range(len(self.blocks)) if index not in records]
+        if missing:
+            raise ValueError(f"relprop needs the input of every block; blocks {missing} were not recorded")
+
+    @torch.no_grad()
+    def output_from_records(self, records: Mapping[int, BlockRecord], attn_mask: Tensor | None = None) -> Tensor:
+        """The encoder's output, recomputed from the last block's recorded input on the explicit-softmax path
+        that relevance propagation follows."""
+        self._check_complete(records)
+        last = len(self.blocks) - 1
+        return self.blocks[last](records[last].block_input, attn_mask, BlockRecord())
+
+    @torch.no_grad()
+    def relprop(
+        self,
+        records: Mapping[int, BlockRecord],
+        relevance: Tensor,
+        attn_mask: Tensor | None = None,
+        rules: LRPRules = CHEFER_RULES,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Relevance of the encoder input ``[B, N, D]`` from that of its output, and every block's ``R^A``
+        ``[B, H, N, N]``, first block first. ``records`` must hold every block's input of the same forward."""
+        self._check_complete(records)
+        attn_relevances = []
+        for index in reversed(range(len(self.blocks))):
+            block_input = records[index].block_input
+            relevance, attn_relevance = self.blocks[index].relprop(block_input, relevance, attn_mask, rules)
+            attn_relevances.insert(0, attn_relevance)
+        return relevance, attn_relevances
 
 
 def _encoder_of(model: nn.Module) -> Encoder:

@@ -137,7 +137,7 @@ class VisionTransformer(nn.Module):
     @torch.no_grad()
     def relprop(
         self,
-        pixel_values: Tensor,
+        inputs: Mapping[str, Tensor],
         records: Mapping[int, BlockRecord],
         relevance: Tensor,
         rules: LRPRules = CHEFER_RULES,
@@ -149,12 +149,7 @@ class VisionTransformer(nn.Module):
         pixel relevance ``[B, C_in, H, W]`` (only with ``to_input``) and each block's attention relevance
         ``R^A`` ``[B, H, N, N]``, first block first. Norms pass relevance through unchanged.
         """
-        blocks = self.encoder.blocks
-        missing = [index for index in range(len(blocks)) if index not in records]
-        if missing:
-            raise ValueError(f"relprop needs the input of every block; blocks {missing} were not recorded")
-        hidden = blocks[-1](records[len(blocks) - 1].block_input, None, BlockRecord())  # explicit-softmax path
-        normed = self.norm(hidden)
+        normed = self.norm(self.encoder.output_from_records(records))
         pooled = self._pool(normed)
         pooled_relevance = linear_relprop(pooled, self.head.weight, relevance, rules)
         token_relevance = torch.zeros_like(normed)
@@ -164,14 +159,10 @@ class VisionTransformer(nn.Module):
             patches = normed[:, self.num_prefix_tokens :]
             share = safe_divide(pooled_relevance, patches.sum(dim=1))
             token_relevance[:, self.num_prefix_tokens :] = patches * share[:, None]
-        attn_relevances = []
-        for index in reversed(range(len(blocks))):
-            token_relevance, attn_relevance = blocks[index].relprop(
-                records[index].block_input, token_relevance, None, rules
-            )
-            attn_relevances.insert(0, attn_relevance)
+        token_relevance, attn_relevances = self.encoder.relprop(records, token_relevance, None, rules)
         if not to_input:
             return None, attn_relevances
+        pixel_values = inputs["pixel_values"]
         tokens = self._tokens(pixel_values)
         token_relevance, _ = add_relprop(tokens, self.pos_embed.expand_as(tokens), token_relevance, rules)
         rows, cols = self.patch_grid
