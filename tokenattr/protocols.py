@@ -8,7 +8,10 @@ that the experiment scripts and the demo stay thin:
   returns that accumulator, to add up the shards of several processes);
 * :func:`perturbation_test` (spec §5.2): explain the predicted (``vis_class="top"``) or the ground-truth class
   (``"target"``), remove the most (positive) or least (negative) relevant pixels step by step, and accumulate
-  top-1 hits against the labels in a :class:`~tokenattr.evaluation.PerturbationCurve`.
+  top-1 hits against the labels in a :class:`~tokenattr.evaluation.PerturbationCurve`;
+* :func:`rationale_test` (spec §5.3): explain the ground-truth class of each ERASER document, map word-piece
+  relevance to words, and score the top-k words against the human rationales
+  (:class:`~tokenattr.evaluation.RationaleScores`).
 
 Images come in [0, 1] (``images01 [B, 3, H, W]``); ``normalize`` turns them into the model's input
 (ViT-B: ``(x - 0.5) / 0.5``), so pixels are removed before normalisation, as in the original.
@@ -17,17 +20,36 @@ Images come in [0, 1] (``images01 [B, 3, H, W]``); ``normalize`` turns them into
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from tokenattr.evaluation import PerturbationCurve, SegmentationMetrics, run_perturbation, top1_hits
+from tokenattr.data.eraser import Annotation, top_k_words, word_scores_from_pieces, words_to_text
+from tokenattr.evaluation import (
+    RATIONALE_TOP_K,
+    PerturbationCurve,
+    RationaleScores,
+    SegmentationMetrics,
+    run_perturbation,
+    top1_hits,
+)
 from tokenattr.methods import explain, get_method
+from tokenattr.models.bert import encode_texts
 from tokenattr.viz import to_image_map
 
-__all__ = ["VIS_CLASSES", "perturbation_test", "segmentation_metrics", "segmentation_test", "versions"]
+__all__ = [
+    "VIS_CLASSES",
+    "RationaleResult",
+    "perturbation_test",
+    "rationale_test",
+    "segmentation_metrics",
+    "segmentation_test",
+    "versions",
+]
 
 VIS_CLASSES = ("top", "target")
 
@@ -149,6 +171,92 @@ def perturbation_test(
     if curve.count == 0:
         raise ValueError("perturbation_test got no batches; expected (images01, labels) pairs")
     return {**curve.compute(), "method": name, "vis_class": vis_class, "positive": positive}
+
+
+@dataclass
+class RationaleResult:
+    """What :func:`rationale_test` found.
+
+    Attributes:
+        summary: ``method``, ``count`` (documents), ``accuracy`` (the classifier's, on these documents),
+            ``truncated_documents`` (with words beyond the model's length, which get no score), and
+            ``token_f1``: ``{k: {"instance_micro": {p, r, f1}, "instance_macro": {p, r, f1}}}``.
+        ranked_words: per annotation id, ``(docid, word indices from most to least relevant)`` up to the largest
+            k — the top-k rationale of every k is its first k entries (for ERASER's results files).
+    """
+
+    summary: dict
+    ranked_words: dict[str, tuple[str, np.ndarray]]
+
+
+def rationale_test(
+    model: nn.Module,
+    tokenizer,
+    annotations: Sequence[Annotation],
+    documents: Mapping[str, Sequence[str]],
+    method: str,
+    *,
+    label_index: Mapping[str, int],
+    ks: Sequence[int] = RATIONALE_TOP_K,
+    batch_size: int = 8,
+    max_length: int | None = None,
+    progress: bool = True,
+    **method_options,
+) -> RationaleResult:
+    """The ERASER rationale test of ``method`` on a text classifier (spec §5.3).
+
+    Args:
+        model: a text model from :func:`tokenattr.load_model` (BERT family).
+        tokenizer: its fast tokenizer (:func:`tokenattr.models.load_tokenizer`); character offsets are needed.
+        annotations: the split's annotations (:func:`tokenattr.data.load_annotations`); each is explained once.
+        documents: ``{docid: whitespace words}`` holding every annotation's first document.
+        method: a name or alias from ``tokenattr.METHODS``.
+        label_index: the model's class index of each ERASER label (Movie Reviews: ``{"NEG": 0, "POS": 1}``).
+        ks: the rationale sizes scored (default 5, 10, ..., 80).
+        batch_size: documents per explanation batch (padded; every method is padding-invariant).
+        max_length: tokens per document, longer ones are truncated; default the model's limit (512).
+        progress: show a tqdm progress bar.
+        **method_options: the method's options, see :func:`tokenattr.explain`.
+
+    The ground-truth class is explained and the relevance clamped at 0, as the original pipeline does.
+    """
+    from tqdm.auto import tqdm
+
+    name = get_method(method).name
+    if not annotations:
+        raise ValueError("rationale_test got no annotations")
+    max_length = max_length or model.max_length
+    unknown = sorted({annotation.label for annotation in annotations} - set(label_index))
+    if unknown:
+        raise ValueError(f"labels {unknown} have no class index; label_index covers {sorted(label_index)}")
+    device = next(model.parameters()).device
+    scores, ranked_words = RationaleScores(ks), {}
+    correct = truncated = 0
+    batches = range(0, len(annotations), batch_size)
+    for start in tqdm(batches, desc=f"rationales {name}", unit="batch", disable=not progress):
+        chunk = annotations[start : start + batch_size]
+        words = [documents[annotation.docids[0]] for annotation in chunk]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncation is counted below, per document
+            encoded = encode_texts(tokenizer, [words_to_text(doc) for doc in words], max_length, offsets=True)
+        offsets = encoded.pop("offset_mapping")
+        labels = torch.tensor([label_index[annotation.label] for annotation in chunk], device=device)
+        with torch.no_grad():
+            correct += int((model(**{k: v.to(device) for k, v in encoded.items()}).argmax(-1) == labels).sum())
+        relevance = explain(model, encoded, name, target=labels, **method_options).clamp(min=0).cpu()
+        for row, annotation in enumerate(chunk):
+            word_scores = word_scores_from_pieces(words[row], offsets[row].numpy(), relevance[row].numpy())
+            truncated += bool(np.isnan(word_scores).any())
+            scores.update(annotation, word_scores)
+            ranked_words[annotation.annotation_id] = (annotation.docids[0], top_k_words(word_scores, max(ks)))
+    summary = {
+        "method": name,
+        "count": len(annotations),
+        "accuracy": correct / len(annotations),
+        "truncated_documents": truncated,
+        "token_f1": scores.compute(),
+    }
+    return RationaleResult(summary, ranked_words)
 
 
 def versions() -> dict[str, str]:

@@ -350,19 +350,33 @@ def load_tokenizer(source: str | Path):
     raise FileNotFoundError(f"{path} has no tokenizer.json, tokenizer_config.json or vocab.txt")
 
 
-def encode_texts(tokenizer, texts: str | Sequence[str], max_length: int = 512) -> dict[str, Tensor]:
-    """Tokenise ``texts`` into a padded batch ``{"input_ids", "attention_mask"}`` of ``[B, N]`` tensors.
+def encode_texts(
+    tokenizer, texts: str | Sequence[str], max_length: int = 512, *, offsets: bool = False
+) -> dict[str, Tensor]:
+    """Tokenise ``texts`` into a padded batch ``{"input_ids", "attention_mask"}`` of ``[B, N]`` tensors, plus
+    ``"offset_mapping"`` ``[B, N, 2]`` (each piece's character span; ``(0, 0)`` for special tokens and padding)
+    with ``offsets``.
 
     Texts longer than ``max_length`` tokens (special tokens included) are truncated, with a warning that
     says how many, as the original pipelines truncate at 512.
     """
     if isinstance(texts, str):
         texts = [texts]
-    full = tokenizer(list(texts), add_special_tokens=True)["input_ids"]
-    too_long = sum(len(ids) > max_length for ids in full)
-    if too_long:
-        warnings.warn(f"{too_long} of {len(full)} texts exceed {max_length} tokens and are truncated", stacklevel=2)
+    texts = list(texts)
     encoded = tokenizer(
-        list(texts), add_special_tokens=True, truncation=True, max_length=max_length, padding=True, return_tensors="pt"
+        texts,
+        add_special_tokens=True,
+        truncation=True,
+        max_length=max_length,
+        padding=True,
+        return_tensors="pt",
+        return_offsets_mapping=offsets,
+        return_overflowing_tokens=False,
+        return_length=False,
     )
-    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    full_lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
+    too_long = sum(length > max_length for length in full_lengths)
+    if too_long:
+        warnings.warn(f"{too_long} of {len(texts)} texts exceed {max_length} tokens and are truncated", stacklevel=2)
+    names = ("input_ids", "attention_mask", "offset_mapping") if offsets else ("input_ids", "attention_mask")
+    return {name: encoded[name] for name in names}
