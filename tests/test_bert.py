@@ -176,3 +176,22 @@ def test_bert_errors_name_the_problem(tmp_path):
         tokenattr.load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="no tokenizer"):
         load_tokenizer(tmp_path / "missing")
+
+
+def test_saved_folder_loads_in_tokenattr_and_transformers(tmp_path):
+    from tokenattr.models.bert import save_hf_folder
+
+    hf = _random_hf_bert(seed=4)
+    ours = tokenattr.load_model(hf.state_dict(), family="bert", num_heads=4)
+    ours.config.class_names = ["a", "b", "c"]
+    tokenizer = load_tokenizer(_minilm_folder() / "vocab.txt")
+    save_hf_folder(ours, tmp_path / "saved", tokenizer)
+    assert not [path for path in tmp_path.iterdir() if path.name.startswith(".")]  # no temporary left
+    batch = _padded_batch()
+    again = tokenattr.load_model(tmp_path / "saved")
+    theirs = transformers.BertForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch), ours(**batch), rtol=0, atol=0)
+        torch.testing.assert_close(_hf_logits(theirs, batch), ours(**batch), rtol=1e-5, atol=1e-6)
+    assert again.config.class_names == ["a", "b", "c"]
+    assert load_tokenizer(tmp_path / "saved").vocab == tokenizer.vocab

@@ -25,8 +25,6 @@ zero when the pooled predictions or truth are empty; here those ratios are 0, an
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from os import PathLike
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from tokenattr.data.eraser import Annotation, top_k_words
+from tokenattr.io import atomic_path
 
 __all__ = [
     "RATIONALE_TOP_K",
@@ -300,18 +299,8 @@ def write_eraser_results(path: str | PathLike, records: Iterable[Mapping[str, An
     """
     records = list(records)
     _check_records(records)
-    path = Path(path)
-    handle = tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False)
-    try:
-        with handle:
-            for record in records:
-                handle.write(json.dumps(record, sort_keys=True) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        temporary.write_text("".join(json.dumps(record, sort_keys=True) + "\n" for record in records), encoding="utf-8")
 
 
 def read_eraser_results(path: str | PathLike) -> list[dict[str, Any]]:

@@ -149,7 +149,14 @@ class BertClassifier(nn.Module):
         hidden = self.embeddings(input_ids, token_type_ids)
         if input_scale is not None:
             hidden = hidden * input_scale.to(hidden).view(-1, 1, 1)
-        hidden = self.encoder(hidden, self.attention_bias(attention_mask, hidden.dtype))
+        return self.classify_hidden(hidden, attention_mask)
+
+    def classify_hidden(self, hidden: Tensor, attention_mask: Tensor | None = None, first_block: int = 0) -> Tensor:
+        """Logits from ``hidden`` ``[B, N, D]``, the input of block ``first_block`` (0: the embedding output).
+
+        Training only the top blocks on cached lower-block features uses ``first_block > 0``.
+        """
+        hidden = self.encoder(hidden, self.attention_bias(attention_mask, hidden.dtype), first_block)
         return self.classifier(torch.tanh(self.pooler(hidden[:, 0])))
 
     @torch.no_grad()
@@ -325,6 +332,45 @@ def build(state: Mapping[str, Tensor], hf_config: Mapping | None, num_heads: int
         ours.update({f"classifier.{name}": value for name, value in model.classifier.state_dict().items()})
     load_strict(model, ours, source="the BERT checkpoint")
     return model
+
+
+def config_to_hf(config: BertConfig) -> dict:
+    """A Hugging Face ``config.json`` for ``BertForSequenceClassification`` with our architecture."""
+    class_names = config.class_names or [f"LABEL_{index}" for index in range(config.num_labels)]
+    return {
+        "architectures": ["BertForSequenceClassification"],
+        "model_type": "bert",
+        "vocab_size": config.vocab_size,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_layers,
+        "num_attention_heads": config.num_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": "gelu",
+        "max_position_embeddings": config.max_position_embeddings,
+        "type_vocab_size": config.type_vocab_size,
+        "layer_norm_eps": config.layer_norm_eps,
+        "pad_token_id": config.pad_token_id,
+        "position_embedding_type": "absolute",
+        "id2label": {str(index): name for index, name in enumerate(class_names)},
+        "label2id": {name: index for index, name in enumerate(class_names)},
+    }
+
+
+def save_hf_folder(model: BertClassifier, folder: str | Path, tokenizer=None) -> Path:
+    """Save ``model`` as a Hugging Face folder (``config.json`` + ``model.safetensors`` in transformers' names, and
+    the tokenizer's files), written atomically: ``tokenattr.load_model(folder)`` and
+    ``transformers.BertForSequenceClassification.from_pretrained(folder)`` both read it."""
+    from safetensors.torch import save_file
+
+    from ..io import atomic_folder, write_json
+
+    state = {name: value.detach().cpu().contiguous() for name, value in ours_to_hf(model.state_dict()).items()}
+    with atomic_folder(folder) as temporary:
+        save_file(state, str(temporary / "model.safetensors"))
+        write_json(temporary / "config.json", config_to_hf(model.config))
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(temporary))
+    return Path(folder)
 
 
 # --- tokenizer -------------------------------------------------------------------------------------------

@@ -218,9 +218,12 @@ class Encoder(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.recording: Recording | None = None
 
-    def forward(self, hidden: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(self, hidden: Tensor, attn_mask: Tensor | None = None, first_block: int = 0) -> Tensor:
+        """Run blocks ``first_block..L-1`` on ``hidden`` (the input of block ``first_block``)."""
         recording = self.recording
         for index, block in enumerate(self.blocks):
+            if index < first_block:
+                continue
             if recording is None:
                 hidden = block(hidden, attn_mask)
                 continue
