@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,6 +28,7 @@ import tokenattr
 from tokenattr import cli, distributed
 from tokenattr.data import ImagenetSegmentation, normalize
 from tokenattr.evaluation import SegmentationMetrics
+from tokenattr.io import write_json
 from tokenattr.protocols import segmentation_metrics, versions
 
 METRICS = {"pixel_accuracy": "pixel acc", "mean_iou": "mIoU", "mean_ap": "mAP"}
@@ -114,21 +112,6 @@ def _evaluate(args: argparse.Namespace, rank: int, world_size: int) -> dict:
         print(f"  {label:<10}{100 * scores[key]:>7.2f}")
     print(f"wrote {path}")
     return results
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` atomically: a temporary file beside it, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(data, file, indent=2)
-            file.write("\n")
-        os.chmod(temporary, 0o644)  # mkstemp makes it private to the user
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
 
 
 if __name__ == "__main__":

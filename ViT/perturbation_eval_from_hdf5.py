@@ -24,11 +24,9 @@ import torch
 import tokenattr
 from tokenattr.data import normalize
 from tokenattr.evaluation import PerturbationCurve, run_perturbation, top1_hits
+from tokenattr.io import write_json
 from tokenattr.protocols import VIS_CLASSES, versions
 from tokenattr.results_file import checkpoint_identity, open_finished
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from imagenet_seg_eval import write_json  # noqa: E402  (a sibling script, not a package)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .io import atomic_path
 
 
 def normalize_per_map(maps: Tensor) -> Tensor:
@@ -147,14 +148,6 @@ def plot_method_grid(
         axes[row, 0].set_ylabel(row_titles[row], fontsize=8)
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(handle)
-    try:
+    with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=dpi)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private to the user
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return path
