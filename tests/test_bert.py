@@ -133,6 +133,8 @@ def test_encode_texts_truncates_with_a_warning():
         batch = encode_texts(tokenizer, ["short text", "this sentence is far too long for eight tokens"], max_length=8)
     assert batch["input_ids"].shape == (2, 8)
     assert batch["input_ids"][1, -1] == tokenizer.sep_token_id  # truncated, still ends with [SEP]
+    # the whole vocab.txt was read (transformers 5 ignores a vocab_file= keyword and keeps only special tokens)
+    assert len(tokenizer.vocab) == 30522 and tokenizer.unk_token_id not in batch["input_ids"].tolist()[0]
 
 
 def test_explain_returns_every_token_with_cls_and_padding_zero():

@@ -385,14 +385,14 @@ def load_tokenizer(source: str | Path):
     if path.is_file():
         if path.name != "vocab.txt":
             raise ValueError(f"expected a checkpoint folder or a vocab.txt file for the tokenizer, got {path}")
-        return BertTokenizerFast(vocab_file=str(path), do_lower_case=True)
+        return BertTokenizerFast(str(path), do_lower_case=True)
     if not path.is_dir():
         raise FileNotFoundError(f"no tokenizer at {path}: expected a checkpoint folder or a vocab.txt file")
     has_tokenizer_files = any((path / name).exists() for name in ("tokenizer.json", "tokenizer_config.json"))
     if has_tokenizer_files:
         return AutoTokenizer.from_pretrained(str(path))
     if (path / "vocab.txt").exists():
-        return BertTokenizerFast(vocab_file=str(path / "vocab.txt"), do_lower_case=True)
+        return BertTokenizerFast(str(path / "vocab.txt"), do_lower_case=True)
     raise FileNotFoundError(f"{path} has no tokenizer.json, tokenizer_config.json or vocab.txt")
 
 
