@@ -25,20 +25,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import tokenattr
-from tokenattr.data import load_annotations, load_documents
+from tokenattr import cli
+from tokenattr.data import MOVIE_LABELS, load_annotations, load_documents
 from tokenattr.evaluation import RATIONALE_TOP_K, eraser_record, write_eraser_results
 from tokenattr.io import atomic_path, write_json
 from tokenattr.models import load_tokenizer
 from tokenattr.protocols import rationale_test, versions
 
-LABEL_INDEX = {"NEG": 0, "POS": 1}  # the original movie classifier's class order
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "eraser_movies"
-
-
-def text_methods() -> list[str]:
-    """Every method that explains tokens (full LRP explains pixels)."""
-    return [name for name, method in tokenattr.METHODS.items() if not method.pixels]
+DEFAULT_DATA = cli.ERASER_MOVIES_DIR
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -46,7 +40,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, required=True, help="the movie classifier (folder or state dict)")
     parser.add_argument("--tokenizer", type=Path, help="tokenizer folder or vocab.txt (default: the checkpoint folder)")
     parser.add_argument(
-        "--method", default="all", help=f"a method, a comma-separated list, or 'all' ({', '.join(text_methods())})"
+        "--method", default="all", help=f"a method, a comma-separated list, or 'all' ({', '.join(cli.text_methods())})"
     )
     parser.add_argument(
         "--data-dir", type=Path, default=DEFAULT_DATA, help=f"ERASER movies folder (default {DEFAULT_DATA})"
@@ -59,7 +53,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--out", type=Path, default=Path("results/bert_rationale"), help="output folder")
     args = parser.parse_args(argv)
-    names = text_methods() if args.method == "all" else [name.strip() for name in args.method.split(",")]
+    names = cli.text_methods() if args.method == "all" else [name.strip() for name in args.method.split(",")]
     try:
         args.methods = [tokenattr.get_method(name).name for name in names]
     except ValueError as error:
@@ -67,16 +61,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     pixel_methods = [name for name in args.methods if tokenattr.METHODS[name].pixels]
     if pixel_methods:
         parser.error(
-            f"{', '.join(pixel_methods)} explains image pixels, not text; text methods: {', '.join(text_methods())}"
+            f"{', '.join(pixel_methods)} explains image pixels, not text; text methods: {', '.join(cli.text_methods())}"
         )
     for flag in ("limit", "steps", "batch_size", "max_length"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if not args.checkpoint.exists():
         parser.error(f"--checkpoint {args.checkpoint} does not exist")
-    args.tokenizer = args.tokenizer or (args.checkpoint if args.checkpoint.is_dir() else None)
-    if args.tokenizer is None:
-        parser.error("--tokenizer is required when --checkpoint is a file (give the folder or vocab.txt)")
+    try:
+        args.tokenizer = cli.tokenizer_source(args.checkpoint, args.tokenizer)
+    except FileNotFoundError as error:
+        parser.error(str(error))
     if not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} does not exist (expected ERASER's movies folder: *.jsonl + docs/)")
     return args
@@ -98,7 +93,7 @@ def markdown_table(summaries: dict[str, dict], ks: Sequence[int]) -> str:
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
     """Run the test for each method; returns ``{method: summary}`` as written to ``OUT/{method}.json``."""
     args = parse_args(argv)
-    command = " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])
+    command = cli.command_line("BERT/bert_pipeline.py", argv if argv is not None else sys.argv[1:])
     model = tokenattr.load_model(args.checkpoint, family="bert", device=args.device)
     tokenizer = load_tokenizer(args.tokenizer)
     annotations = load_annotations(args.data_dir, args.split)[: args.limit]
@@ -114,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
             annotations,
             documents,
             method,
-            label_index=LABEL_INDEX,
+            label_index=MOVIE_LABELS,
             batch_size=args.batch_size,
             max_length=args.max_length,
             **method_options,

@@ -29,15 +29,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import tokenattr
-from tokenattr.data import load_annotations, load_documents, words_to_text
+from tokenattr import cli
+from tokenattr.data import MOVIE_LABELS, load_annotations, load_documents, words_to_text
 from tokenattr.io import write_json
 from tokenattr.models import encode_texts, load_tokenizer, record
 from tokenattr.models.bert import save_hf_folder
 from tokenattr.protocols import versions
 
-LABELS = ("NEG", "POS")  # class index order of the original's movie classifier
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "eraser_movies"
+LABELS = tuple(MOVIE_LABELS)
+DEFAULT_DATA = cli.ERASER_MOVIES_DIR
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -72,7 +72,7 @@ def _split(data_dir: Path, split: str, limit: int | None) -> tuple[list[str], to
     annotations = load_annotations(data_dir, split)[:limit]
     documents = load_documents(data_dir, [annotation.docids[0] for annotation in annotations])
     texts = [words_to_text(documents[annotation.docids[0]]) for annotation in annotations]
-    return texts, torch.tensor([LABELS.index(annotation.label) for annotation in annotations])
+    return texts, torch.tensor([MOVIE_LABELS[annotation.label] for annotation in annotations])
 
 
 @torch.no_grad()
@@ -171,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     model.eval()
     save_hf_folder(model, args.out, tokenizer)
     summary = {
-        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+        "command": cli.command_line("BERT/train_movies_classifier.py", argv if argv is not None else sys.argv[1:]),
         "checkpoint": str(args.checkpoint),
         "trained_blocks": trained,
         "settings": {k: v for k, v in vars(args).items() if k in ("epochs", "batch_size", "lr", "max_length", "seed")},

@@ -86,9 +86,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PORT_FAILURES = ("Address already in use", "EADDRINUSE", "failed to listen", "errno: 99")
 
 
-def load_script(name: str):
-    """Import ``ViT/{name}.py`` as a module (the experiment folders are scripts, not packages)."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "ViT" / f"{name}.py")
+def load_script(name: str, folder: str = "ViT"):
+    """Import ``{folder}/{name}.py`` as a module (the experiment folders are scripts, not packages)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -2,6 +2,7 @@
 
 from .eraser import (
     ERASER_SPLITS,
+    MOVIE_LABELS,
     Annotation,
     Evidence,
     load_annotations,
@@ -18,6 +19,7 @@ from .transforms import load_rgb, mask_to_tensor, normalize, resize_to_tensor
 
 __all__ = [
     "ERASER_SPLITS",
+    "MOVIE_LABELS",
     "NEWSGROUPS_REMOVE",
     "Annotation",
     "Evidence",

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "MOVIE_LABELS",
     "ERASER_SPLITS",
     "Annotation",
     "Evidence",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 ERASER_SPLITS: tuple[str, ...] = ("train", "val", "test")
+# The classes of a Movie Reviews classifier, in the index order of the original's (BERT_params/movies_bert.json).
+MOVIE_LABELS = {"NEG": 0, "POS": 1}
 
 
 @dataclass(frozen=True)
