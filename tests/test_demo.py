@@ -1,4 +1,5 @@
-"""The demo: its bundled model, sanity checks of the maps on known evidence (DESIGN §5.5), training, the command.
+"""The demo: its bundled model, sanity checks of the maps on known evidence (DESIGN §5.5), training, the command,
+and the text side (a tiny BERT on synthetic reviews, the rationale test against a random ranking).
 
 The bundled model is the committed ``tokenattr/assets/demo_vit.safetensors``; every check on it uses images
 drawn with a seed that neither its training, its validation nor the demo's own test set used.
@@ -7,6 +8,7 @@ drawn with a seed that neither its training, its validation nor the demo's own t
 from __future__ import annotations
 
 import copy
+import functools
 import json
 
 import numpy as np
@@ -17,7 +19,7 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 import tokenattr
-from tokenattr import demo
+from tokenattr import demo, demo_text
 from tokenattr.data.synthetic import SHAPE_CLASSES, make_shapes
 from tokenattr.models import VisionTransformer
 from tokenattr.viz import overlay
@@ -139,7 +141,7 @@ def test_overlay_blends_the_heatmap_into_the_image():
 def test_main_writes_the_grid_and_the_results(tmp_path, capsys):
     out = tmp_path / "demo"
     results = demo.main(
-        ["--out", str(out), "--num-images", "2", "--eval-images", "8", "--methods", "ours-h", "rollout"]
+        ["--out", str(out), "--num-images", "2", "--eval-images", "8", "--methods", "ours-h", "rollout", "--skip-text"]
     )
     assert sorted(p.name for p in out.iterdir()) == ["demo_grid.png", "demo_results.json"]
 
@@ -165,6 +167,50 @@ def test_main_writes_the_grid_and_the_results(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "ours-h" in printed and "rollout" in printed and "accuracy" in printed
     assert "mIoU" in printed and "AUC = auc_original" in printed and "segmentation: ours-h beats rollout on" in printed
+    assert "text" not in written
+
+
+# Small enough for seconds on one thread, still about 90% test accuracy.
+SMALL_TEXT = demo_text.TextSettings(num_train=600, num_val=50, num_test=100, epochs=4, lr=2e-3)
+
+
+def test_text_demo_ranks_the_planted_rationales_far_above_random(tmp_path, capsys, monkeypatch):
+    """DESIGN §5.5 for text: the words that decide each review's label are known, Ours-H must find them."""
+    monkeypatch.setattr(demo, "run_text_demo", functools.partial(demo_text.run_text_demo, settings=SMALL_TEXT))
+    out = tmp_path / "demo"
+    results = demo.main(["--out", str(out), "--skip-images"])
+    assert sorted(p.name for p in out.iterdir()) == ["demo_results.json", demo_text.DATA_FOLDER]
+    written = json.loads((out / "demo_results.json").read_text())
+    assert written == json.loads(json.dumps(results)) and set(written) == {"text", "versions"}
+
+    text = written["text"]
+    expected = [name for name, method in tokenattr.METHODS.items() if not method.pixels]
+    assert list(text["methods"]) == expected and "lrp" not in expected
+    assert text["accuracy"] >= 0.85 and text["settings"]["num_train"] == SMALL_TEXT.num_train
+    ks = [str(k) for k in demo_text.TEXT_KS]
+    for scores in [*text["methods"].values(), text["random"]]:
+        assert list(scores["token_f1"]) == ks
+        assert all(0 <= scores["token_f1"][k]["instance_macro"]["f1"] <= 1 for k in ks)
+
+    def f1(scores: dict, k: int) -> float:
+        return scores["token_f1"][str(k)]["instance_macro"]["f1"]
+
+    # A review has about 3 rationale words among 30: a random ranking's F1 at k = 3 is about 0.1.
+    assert f1(text["methods"]["ours-h"], 3) > f1(text["random"], 3) + 0.4
+    assert f1(text["random"], 3) < 0.2
+
+    printed = capsys.readouterr().out
+    assert "random ranking" in printed and "F1@3" in printed and "demo BERT: accuracy" in printed
+    assert all(f"  {name} " in printed for name in expected)
+
+
+def test_text_side_needs_a_token_method(tmp_path, capsys):
+    demo.main(["--out", str(tmp_path), "--skip-images", "--methods", "lrp"])
+    assert "text side skipped" in capsys.readouterr().out
+    assert set(json.loads((tmp_path / "demo_results.json").read_text())) == {"versions"}
+    with pytest.raises(SystemExit):
+        demo.main(["--out", str(tmp_path), "--skip-images", "--skip-text"])
+    assert "leave nothing to run" in capsys.readouterr().err
 
 
 def test_main_rejects_an_unknown_method(tmp_path, capsys):
