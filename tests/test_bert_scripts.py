@@ -44,7 +44,7 @@ def _bert_folder(folder: Path, num_labels: int, seed: int = 0, classifier: bool 
                 param.normal_(0, 0.3)
     model.save_pretrained(folder)
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
+    transformers.BertTokenizerFast(str(folder / "vocab.txt"), do_lower_case=True).save_pretrained(folder)
     return folder
 
 
@@ -257,3 +257,117 @@ def test_scripts_reject_bad_flags(movies, newsgroups, tmp_path, capsys):
             ]
             + ["--sample-size", "2", "--max-length", "32", "--out", str(tmp_path / "x.json")]
         )
+
+
+# --- the rationale test and the movie classifier's training, on synthetic reviews with planted rationales ------
+
+
+@pytest.fixture(scope="module")
+def reviews(tmp_path_factory) -> tuple[Path, Path]:
+    """A synthetic ERASER folder (small) and a tiny random BERT over its vocabulary, as a Hugging Face folder."""
+    from tokenattr.data.synthetic_text import synthetic_vocabulary, write_synthetic_eraser
+
+    root = tmp_path_factory.mktemp("reviews")
+    data = write_synthetic_eraser(root / "eraser", num_train=48, num_val=16, num_test=12, seed=3)
+    vocab = synthetic_vocabulary()
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        num_labels=2,
+    )
+    encoder = transformers.BertModel(config)  # a pretrained encoder has no classifier
+    with torch.no_grad():  # spread the weights, so that tokens and cue words are told apart from the start
+        for param in encoder.parameters():
+            if param.dim() > 1:
+                param.normal_(0, 0.3)
+    encoder.save_pretrained(root / "encoder")
+    (root / "encoder" / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    transformers.BertTokenizerFast(str(root / "encoder" / "vocab.txt")).save_pretrained(root / "encoder")
+    return data, root / "encoder"
+
+
+def test_train_movies_classifier_keeps_the_best_epoch_and_saves_a_loadable_folder(reviews, tmp_path):
+    data, encoder = reviews
+    script = load_script("train_movies_classifier", folder="BERT")
+    flags = ["--data-dir", str(data), "--checkpoint", str(encoder), "--out", str(tmp_path / "clf")]
+    summary = script.main([*flags, "--epochs", "3", "--batch-size", "8", "--lr", "3e-3", "--train-blocks", "1"])
+    losses = [epoch["train_loss"] for epoch in summary["history"]]
+    assert losses[-1] < losses[0] and summary["trained_blocks"] == 1
+    assert summary["val_accuracy"] == max(epoch["val_accuracy"] for epoch in summary["history"])
+    model = tokenattr.load_model(tmp_path / "clf")
+    assert model.config.class_names == ["NEG", "POS"]
+    # only the top block, the pooler and the classifier were trained; the lower block is the pretrained one
+    with pytest.warns(UserWarning, match="without a classifier"):
+        start = tokenattr.load_model(encoder)
+    for name, value in model.state_dict().items():
+        if not name.startswith("classifier"):  # drawn afresh, so not comparable
+            trained = name.startswith(("encoder.blocks.1.", "pooler"))
+            assert torch.equal(value, start.state_dict()[name]) != trained, name
+    # the recorded test accuracy is the saved model's
+    from tokenattr.data import MOVIE_LABELS, load_annotations, load_documents, words_to_text
+    from tokenattr.models import encode_texts, load_tokenizer
+
+    annotations = load_annotations(data, "test")
+    documents = load_documents(data, [a.docids[0] for a in annotations])
+    batch = encode_texts(load_tokenizer(tmp_path / "clf"), [words_to_text(documents[a.docids[0]]) for a in annotations])
+    with torch.no_grad():
+        predicted = model(**batch).argmax(-1)
+    labels = torch.tensor([MOVIE_LABELS[a.label] for a in annotations])
+    assert summary["test_accuracy"] == pytest.approx((predicted == labels).float().mean().item())
+    assert json.loads((tmp_path / "clf" / "training.json").read_text())["test_accuracy"] == summary["test_accuracy"]
+
+
+def test_rationale_pipeline_writes_eraser_files_that_score_to_its_table(reviews, tmp_path):
+    from tokenattr.data import load_annotations
+    from tokenattr.evaluation import predictions_from_results, read_eraser_results, token_prf, truth_from_annotations
+
+    data, encoder = reviews
+    script = load_script("bert_pipeline", folder="BERT")
+    with pytest.warns(UserWarning, match="without a classifier"):
+        summaries = script.main(
+            [
+                "--checkpoint",
+                str(encoder),
+                "--data-dir",
+                str(data),
+                "--method",
+                "ours,rollout",
+                "--steps",
+                "3",
+                "--batch-size",
+                "5",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    assert list(summaries) == ["ours-h", "rollout"]
+    truth = truth_from_annotations(load_annotations(data, "test"))
+    for method, summary in summaries.items():
+        assert summary["count"] == 12 and summary["truncated_documents"] == 0
+        for k in (5, 40):
+            records = read_eraser_results(tmp_path / method / f"identifier_results_{k}.json")
+            assert len(records) == 12
+            rescored = token_prf(truth, predictions_from_results(records))
+            for kind in ("instance_micro", "instance_macro"):
+                assert rescored[kind] == pytest.approx(summary["token_f1"][k][kind], rel=1e-12)
+        assert json.loads((tmp_path / f"{method}.json").read_text())["method"] == method
+    table = (tmp_path / "token_f1.md").read_text()
+    assert "| ours-h |" in table and "| rollout |" in table and "k=80" in table
+
+
+def test_rationale_pipeline_refuses_pixel_methods_and_missing_inputs(reviews, tmp_path):
+    data, encoder = reviews
+    script = load_script("bert_pipeline", folder="BERT")
+    for flags, message in (
+        (["--checkpoint", str(encoder), "--method", "lrp"], "explains image pixels"),
+        (["--checkpoint", str(tmp_path / "nope")], "does not exist"),
+        (["--checkpoint", str(encoder), "--data-dir", str(tmp_path / "nope")], "ERASER's movies folder"),
+        (["--checkpoint", str(encoder), "--method", "best"], "unknown method 'best'"),
+    ):
+        with pytest.raises(SystemExit):
+            script.main([*flags, "--data-dir", str(data)] if "--data-dir" not in flags else flags)
