@@ -24,7 +24,6 @@ beside the per-step accuracy, and a JSON results file.
 from __future__ import annotations
 
 import argparse
-import datetime
 import re
 import sys
 from collections.abc import Sequence
@@ -34,34 +33,22 @@ import tokenattr
 from tokenattr import cli
 from tokenattr.data.newsgroups import load_20newsgroups, perturbation_sample
 from tokenattr.evaluation import NEWSGROUPS_STEPS
-from tokenattr.io import write_json
 from tokenattr.models import load_tokenizer
-from tokenattr.protocols import text_perturbation_test, versions
-
-DEFAULT_ARCHIVE = cli.NEWSGROUPS_ARCHIVE
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_text_perturbation_arguments(parser, limit_help="only the first N messages of the sample (quick runs)")
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_ARCHIVE if DEFAULT_ARCHIVE.is_file() else None,
-        help=f"20news-bydate.tar.gz or a folder of its extracted split folders (default {DEFAULT_ARCHIVE} if "
-        "present, else scikit-learn's fetcher, which needs the network or its cache)",
+    cli.add_text_perturbation_arguments(
+        parser,
+        limit_help="only the first N messages of the sample (quick runs)",
+        steps=NEWSGROUPS_STEPS,
+        steps_help="fractions of --max-length positions to remove (default: np.arange(0, 1.1, 0.1), 11 values)",
     )
+    cli.add_newsgroups_data_argument(parser)
     parser.add_argument(
         "--sample-size", type=int, default=3000, help="test messages drawn by random.sample (default: 3000)"
     )
     parser.add_argument("--seed", type=int, default=0, help="random.seed of the sample (default: 0)")
-    parser.add_argument(
-        "--steps",
-        type=float,
-        nargs="+",
-        default=list(NEWSGROUPS_STEPS),
-        help="fractions of --max-length positions to remove (default: np.arange(0, 1.1, 0.1), 11 values)",
-    )
     args = parser.parse_args(argv)
 
     cli.check_text_perturbation_arguments(parser, args)
@@ -69,8 +56,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--data-dir {args.data_dir} does not exist (expected 20news-bydate.tar.gz or its folder)")
     if args.sample_size < 1:
         parser.error(f"--sample-size must be >= 1, got {args.sample_size}")
-    if args.max_length > 512:
-        parser.error(f"--max-length must be <= 512 (BERT's positions), got {args.max_length}")
     return args
 
 
@@ -92,50 +77,20 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise ValueError(f"--max-length {args.max_length} exceeds the model's {model.max_length} positions")
     tokenizer = load_tokenizer(args.tokenizer)
     batches, truncated = cli.encode_batches(tokenizer, texts, labels, args.batch_size, args.max_length)
-    results = {
-        method: text_perturbation_test(
-            model,
-            batches,
-            method,
-            fractions=args.steps,
-            length=args.max_length,
-            positive=not args.neg,
-            vis_class=args.vis_class,
-            **args.method_options,
-        )
-        for method in args.methods
-    }
-    kind = "negative" if args.neg else "positive"
-    output = {
-        "test": f"20 Newsgroups {kind} perturbation",
-        "positive": not args.neg,
-        "vis_class": args.vis_class,
-        "results": results,
-        "settings": {
-            "data_dir": None if args.data_dir is None else str(args.data_dir),
-            "sample_size": args.sample_size,
-            "seed": args.seed,
-            "count": len(texts),
-            "truncated_documents": truncated,
-            "checkpoint": str(args.checkpoint),
-            "tokenizer": str(args.tokenizer),
-            "max_length": args.max_length,
-            "steps": args.steps,
-            "method_options": args.method_options,
-            "batch_size": args.batch_size,
-            "device": str(args.device),
-        },
-        "command": cli.command_line("BERT/bert_pertub_20ng.py", argv),
-        "versions": versions(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    out = args.out or Path("results/bert_perturbation") / f"20ng_{cli.methods_label(args.methods)}_{kind}.json"
-    write_json(out, output)
-    better = "higher" if args.neg else "lower"
-    print(f"20 Newsgroups, {kind} perturbation, {len(texts)} messages, accuracy x100 ({better} is better):")
-    print(cli.text_perturbation_table(results))
-    print(f"wrote {out}")
-    return output
+    return cli.run_text_perturbation_test(
+        model,
+        batches,
+        args,
+        ("20 Newsgroups", "20ng"),
+        "BERT/bert_pertub_20ng.py",
+        argv,
+        length=args.max_length,
+        data_dir=None if args.data_dir is None else str(args.data_dir),
+        sample_size=args.sample_size,
+        seed=args.seed,
+        count=len(texts),
+        truncated_documents=truncated,
+    )
 
 
 def _check_class_names(class_names: list[str] | None, label_names: list[str], checkpoint: Path) -> None:

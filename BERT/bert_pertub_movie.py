@@ -16,7 +16,6 @@ flag, an AUC is added beside the per-step accuracy, and the results are written 
 from __future__ import annotations
 
 import argparse
-import datetime
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,16 +24,19 @@ import tokenattr
 from tokenattr import cli
 from tokenattr.data.eraser import ERASER_SPLITS, MOVIE_LABELS, load_annotations, load_documents, words_to_text
 from tokenattr.evaluation import MOVIES_STEPS
-from tokenattr.io import write_json
 from tokenattr.models import load_tokenizer
-from tokenattr.protocols import text_perturbation_test, versions
 
 DEFAULT_DATA_DIR = cli.ERASER_MOVIES_DIR
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    cli.add_text_perturbation_arguments(parser, limit_help="only the first N documents of the splits (quick runs)")
+    cli.add_text_perturbation_arguments(
+        parser,
+        limit_help="only the first N documents of the splits (quick runs)",
+        steps=MOVIES_STEPS,
+        steps_help="fractions of each document's tokens to remove (default: np.arange(0.52, 0.68, 0.02), 9 values)",
+    )
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -49,13 +51,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the splits whose documents are perturbed, in this order (default: test train val, the original's "
         "1,999 documents)",
     )
-    parser.add_argument(
-        "--steps",
-        type=float,
-        nargs="+",
-        default=list(MOVIES_STEPS),
-        help="fractions of each document's tokens to remove (default: np.arange(0.52, 0.68, 0.02), 9 values)",
-    )
     args = parser.parse_args(argv)
 
     cli.check_text_perturbation_arguments(parser, args)
@@ -63,8 +58,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--data-dir is required: {DEFAULT_DATA_DIR} does not exist")
     if not args.data_dir.is_dir():
         parser.error(f"--data-dir {args.data_dir} is not a folder (expected ERASER's movies folder with docs/)")
-    if args.max_length > 512:
-        parser.error(f"--max-length must be <= 512 (BERT's positions), got {args.max_length}")
     return args
 
 
@@ -86,48 +79,18 @@ def main(argv: Sequence[str] | None = None) -> dict:
         raise ValueError(f"--max-length {args.max_length} exceeds the model's {model.max_length} positions")
     tokenizer = load_tokenizer(args.tokenizer)
     batches, truncated = cli.encode_batches(tokenizer, texts, labels, args.batch_size, args.max_length)
-    results = {
-        method: text_perturbation_test(
-            model,
-            batches,
-            method,
-            fractions=args.steps,
-            positive=not args.neg,
-            vis_class=args.vis_class,
-            **args.method_options,
-        )
-        for method in args.methods
-    }
-    kind = "negative" if args.neg else "positive"
-    output = {
-        "test": f"movie-review {kind} perturbation",
-        "positive": not args.neg,
-        "vis_class": args.vis_class,
-        "results": results,
-        "settings": {
-            "data_dir": str(args.data_dir),
-            "splits": args.splits,
-            "count": len(texts),
-            "truncated_documents": truncated,
-            "checkpoint": str(args.checkpoint),
-            "tokenizer": str(args.tokenizer),
-            "max_length": args.max_length,
-            "steps": args.steps,
-            "method_options": args.method_options,
-            "batch_size": args.batch_size,
-            "device": str(args.device),
-        },
-        "command": cli.command_line("BERT/bert_pertub_movie.py", argv),
-        "versions": versions(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    out = args.out or Path("results/bert_perturbation") / f"movies_{cli.methods_label(args.methods)}_{kind}.json"
-    write_json(out, output)
-    better = "higher" if args.neg else "lower"
-    print(f"movie reviews, {kind} perturbation, {len(texts)} documents, accuracy x100 ({better} is better):")
-    print(cli.text_perturbation_table(results))
-    print(f"wrote {out}")
-    return output
+    return cli.run_text_perturbation_test(
+        model,
+        batches,
+        args,
+        ("movie reviews", "movies"),
+        "BERT/bert_pertub_movie.py",
+        argv,
+        data_dir=str(args.data_dir),
+        splits=args.splits,
+        count=len(texts),
+        truncated_documents=truncated,
+    )
 
 
 if __name__ == "__main__":

@@ -44,18 +44,10 @@ from tokenattr.models import load_tokenizer
 from tokenattr.models.bert import save_hf_folder
 from tokenattr.protocols import versions
 
-DEFAULT_ARCHIVE = cli.NEWSGROUPS_ARCHIVE
-
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=DEFAULT_ARCHIVE if DEFAULT_ARCHIVE.is_file() else None,
-        help=f"20news-bydate.tar.gz or a folder of its extracted split folders (default {DEFAULT_ARCHIVE} if "
-        "present, else scikit-learn's fetcher, which needs the network or its cache)",
-    )
+    cli.add_newsgroups_data_argument(parser)
     parser.add_argument(
         "--checkpoint",
         type=Path,

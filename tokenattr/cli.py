@@ -4,6 +4,7 @@ and their checks, written once so every script spells and validates them alike (
 from __future__ import annotations
 
 import argparse
+import datetime
 import shlex
 import warnings
 from collections.abc import Sequence
@@ -13,6 +14,7 @@ import torch
 
 import tokenattr
 import tokenattr.protocols
+from tokenattr.io import write_json
 
 
 def add_explanation_arguments(parser: argparse.ArgumentParser, limit_help: str) -> None:
@@ -68,9 +70,13 @@ ERASER_MOVIES_DIR = SHARED_DATA / "eraser_movies"
 NEWSGROUPS_ARCHIVE = SHARED_DATA / "20news-bydate.tar.gz"
 
 
-def add_text_perturbation_arguments(parser: argparse.ArgumentParser, limit_help: str) -> None:
+def add_text_perturbation_arguments(
+    parser: argparse.ArgumentParser, limit_help: str, steps: Sequence[float], steps_help: str
+) -> None:
     """The flags the BERT perturbation scripts share: ``--method --checkpoint --tokenizer --neg --vis-class
-    --start-layer --ig-steps --batch-size --max-length --limit --device --out``."""
+    --start-layer --ig-steps --batch-size --max-length --limit --device --out``, and ``--steps`` (the fractions
+    removed) with the script's default."""
+    parser.add_argument("--steps", type=float, nargs="+", default=list(steps), help=steps_help)
     parser.add_argument(
         "--method",
         required=True,
@@ -141,6 +147,8 @@ def check_text_perturbation_arguments(parser: argparse.ArgumentParser, args: arg
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if not args.checkpoint.exists():
         parser.error(f"--checkpoint {args.checkpoint} does not exist (expected a Hugging Face folder or a state dict)")
+    if args.max_length > 512:
+        parser.error(f"--max-length must be <= 512 (BERT's positions), got {args.max_length}")
     if args.out is not None and args.out.is_dir():
         parser.error(f"--out {args.out} is a folder; expected the path of the JSON results file")
     try:
@@ -192,6 +200,79 @@ def encode_batches(
             batch_labels = torch.as_tensor(list(labels[start : start + batch_size]), dtype=torch.long)
             batches.append((encoded["input_ids"], encoded["attention_mask"], batch_labels))
     return batches, truncated
+
+
+def add_newsgroups_data_argument(parser: argparse.ArgumentParser) -> None:
+    """``--data-dir``: the 20news-bydate archive or folder, default ``../shared/data``'s when present."""
+    present = NEWSGROUPS_ARCHIVE.is_file()
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=NEWSGROUPS_ARCHIVE if present else None,
+        help=f"20news-bydate.tar.gz or a folder of its extracted split folders (default {NEWSGROUPS_ARCHIVE} if "
+        "present, else scikit-learn's fetcher, which needs the network or its cache)",
+    )
+
+
+def run_text_perturbation_test(
+    model,
+    batches: list,
+    args: argparse.Namespace,
+    name: tuple[str, str],
+    script: str,
+    argv: Sequence[str],
+    **settings,
+) -> dict:
+    """Run ``text_perturbation_test`` for every method of ``args``, print the table, write the JSON results
+    (``--out``, default ``results/bert_perturbation/{stem}_{method}_{positive|negative}.json``) and return them.
+
+    ``name`` is ``(title, file stem)`` of the test, e.g. ``("movie reviews", "movies")``.
+
+    ``settings`` are the script's own (data, count, ...); the shared flags are recorded beside them. With
+    ``settings["length"]`` the count of k = int(count·s) is fixed (20 Newsgroups), else per sequence.
+    """
+    length = settings.pop("length", None)
+    results = {
+        method: tokenattr.protocols.text_perturbation_test(
+            model,
+            batches,
+            method,
+            fractions=args.steps,
+            length=length,
+            positive=not args.neg,
+            vis_class=args.vis_class,
+            **args.method_options,
+        )
+        for method in args.methods
+    }
+    title, stem = name
+    kind = "negative" if args.neg else "positive"
+    output = {
+        "test": f"{title} {kind} perturbation",
+        "positive": not args.neg,
+        "vis_class": args.vis_class,
+        "results": results,
+        "settings": {
+            **settings,
+            "checkpoint": str(args.checkpoint),
+            "tokenizer": str(args.tokenizer),
+            "max_length": args.max_length,
+            "steps": args.steps,
+            "method_options": args.method_options,
+            "batch_size": args.batch_size,
+            "device": str(args.device),
+        },
+        "command": command_line(script, argv),
+        "versions": tokenattr.protocols.versions(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    out = args.out or Path("results/bert_perturbation") / f"{stem}_{methods_label(args.methods)}_{kind}.json"
+    write_json(out, output)
+    better = "higher" if args.neg else "lower"
+    print(f"{title}, {kind} perturbation, {settings.get('count')} texts, accuracy x100 ({better} is better):")
+    print(text_perturbation_table(results))
+    print(f"wrote {out}")
+    return output
 
 
 def text_perturbation_table(results: dict[str, dict]) -> str:

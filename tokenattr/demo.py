@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -34,6 +32,7 @@ import tokenattr
 from tokenattr.data.synthetic import SHAPE_CLASSES, ShapesDataset, make_shapes
 from tokenattr.data.transforms import normalize
 from tokenattr.demo_text import print_text_table, run_text_demo, token_methods
+from tokenattr.io import atomic_path
 from tokenattr.models import VisionTransformer, ViTConfig
 from tokenattr.models.vit import ours_to_timm
 from tokenattr.protocols import perturbation_test, segmentation_test, versions
@@ -256,21 +255,6 @@ def _train(settings: TrainSettings, progress: bool) -> tuple[VisionTransformer, 
     return model, summary
 
 
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step, else it is removed."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private to the user
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
 def save_demo_model(model: VisionTransformer, metadata: dict, path: str | Path = ASSET_PATH) -> Path:
     """Write the weights in timm names as float32 safetensors, with ``metadata`` (JSON) under ``METADATA_KEY``."""
     from safetensors.torch import save_file
@@ -279,7 +263,7 @@ def save_demo_model(model: VisionTransformer, metadata: dict, path: str | Path =
     state = {
         name: value.detach().float().contiguous().cpu() for name, value in ours_to_timm(model.state_dict()).items()
     }
-    with _atomic_path(path) as temporary:
+    with atomic_path(path) as temporary:
         save_file(state, str(temporary), metadata={METADATA_KEY: json.dumps(metadata, sort_keys=True)})
     return path
 
@@ -457,7 +441,7 @@ def _run(args: argparse.Namespace) -> dict:
             print(f"text side skipped: none of {', '.join(args.methods)} explains tokens")
     results["versions"] = versions()
     json_path = args.out / "demo_results.json"
-    with _atomic_path(json_path) as temporary:
+    with atomic_path(json_path) as temporary:
         temporary.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {json_path}")
     return results
