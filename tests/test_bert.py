@@ -174,7 +174,7 @@ def test_bert_errors_name_the_problem(tmp_path):
         tokenattr.load_model(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
-    with pytest.raises(ValueError, match="supported: bert, vit"):
+    with pytest.raises(ValueError, match="supported: bert, roberta, vit"):
         tokenattr.load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="no tokenizer"):
         load_tokenizer(tmp_path / "missing")

@@ -22,7 +22,7 @@ from .loading import (
 from .vit import VisionTransformer, ViTConfig
 
 FAMILIES = ("vit", "bert")
-HF_MODEL_TYPES = {"vit": "vit", "bert": "bert"}  # config.json "model_type" -> family
+HF_MODEL_TYPES = {"vit": "vit", "bert": "bert", "roberta": "bert"}  # config.json "model_type" -> family
 
 
 def _family_of_hf_config(hf_config: Mapping) -> str:
@@ -37,7 +37,7 @@ def _family_of_hf_config(hf_config: Mapping) -> str:
 def _family_of_state_dict(state: Mapping[str, Tensor]) -> str:
     if vit.is_timm_vit(state) or vit.is_hf_vit(state):
         return "vit"
-    if bert.is_hf_bert(state):
+    if bert.is_hf_bert(state):  # BERT or RoBERTa names: both run on the BERT code path
         return "bert"
     raise ValueError(
         f"could not recognise the architecture from the checkpoint's keys (first: {sorted(state)[:5]}); "
@@ -78,11 +78,12 @@ def load_model(
     Args:
         source: a checkpoint file (``.pth``/``.pt``/``.bin``, ``.safetensors``, ``.npz``), a Hugging Face
             model folder (``config.json`` + weights), or an in-memory ``{name: tensor}`` mapping.
-        family: one of ``FAMILIES``; detected from the checkpoint when ``None``.
+        family: one of ``FAMILIES`` (``"bert"`` also runs RoBERTa); detected from the checkpoint when ``None``.
         num_heads: attention heads, which a state dict does not record; default width/64 (Hugging Face
             folders give it in ``config.json``).
         device: where the model is put. It is returned in eval mode.
-        num_labels: classes of the new classifier that an encoder-only checkpoint (``BertModel``) gets.
+        num_labels: classes of the new classifier that an encoder-only checkpoint (``BertModel``,
+            ``RobertaModel``) gets.
     """
     if family is not None and family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; supported: {', '.join(FAMILIES)}")

@@ -2,6 +2,11 @@
 classifier — and the conversion of Hugging Face checkpoints (``BertForSequenceClassification``, ``BertModel``)
 into them, plus their WordPiece tokenizer.
 
+RoBERTa (Liu et al.; ``RobertaForSequenceClassification``, ``RobertaModel``) runs on the same code path as the
+variant ``"roberta"``: only its position ids differ (counted over non-padding tokens from ``pad_token_id + 1``).
+Its head, ``out_proj(tanh(dense(h_<s>)))``, is BERT's ``classifier(tanh(pooler(h_[CLS])))`` under other names, so
+its ``classifier.dense`` is loaded as our ``pooler`` and its ``classifier.out_proj`` as our ``classifier``.
+
 Blocks live in the shared encoder (``encoder.blocks.N``, the names of :mod:`tokenattr.models.layers`); the
 embeddings, pooler and classifier keep short names of their own.
 """
@@ -25,6 +30,21 @@ from .lrp import CHEFER_RULES, LRPRules, linear_relprop
 # attribution, transformer attribution) or the last four (Ours-T), whatever the depth (spec §3.5, §4.2).
 LAST_BLOCKS = {"ours-h": 1, "ours-t": 4, "generic-attribution": 1, "transformer-attribution": 1}
 
+VARIANTS = ("bert", "roberta")  # also transformers' model_type and the key prefix of each
+_DISPLAY_NAMES = {"bert": "BERT", "roberta": "RoBERTa"}
+_HF_CLASS_PREFIXES = {"bert": "Bert", "roberta": "Roberta"}  # BertModel, RobertaForSequenceClassification, ...
+# What a state dict without config.json does not record: the padding id and the LayerNorm eps every released
+# checkpoint of the variant uses (RoBERTa's are fairseq's, not transformers' RobertaConfig defaults).
+_STATE_DICT_DEFAULTS = {
+    "bert": {"pad_token_id": 0, "layer_norm_eps": 1e-12},
+    "roberta": {"pad_token_id": 1, "layer_norm_eps": 1e-5},
+}
+
+
+def _check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown BERT variant {variant!r}; supported: {', '.join(VARIANTS)}")
+
 
 @dataclass
 class BertConfig:
@@ -38,22 +58,45 @@ class BertConfig:
     num_labels: int = 2
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    variant: str = "bert"  # one of VARIANTS; "roberta": position ids from padding (module docstring)
     class_names: list[str] | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        _check_variant(self.variant)
+
+    @property
+    def first_position(self) -> int:
+        """The position id of the first token: 0, or RoBERTa's ``pad_token_id + 1`` (fairseq's convention)."""
+        return self.pad_token_id + 1 if self.variant == "roberta" else 0
 
 
 class BertEmbeddings(nn.Module):
-    """``LayerNorm(word + token type + position)`` embeddings, ``[B, N, D]``."""
+    """``LayerNorm(word + token type + position)`` embeddings, ``[B, N, D]``.
+
+    BERT's position ids are ``0 .. N-1``. RoBERTa's count only non-padding tokens, from ``pad_token_id + 1``, and
+    give padding ``pad_token_id``, as transformers computes them from ``input_ids``: a right-padded sequence gets
+    the positions it has alone.
+    """
 
     def __init__(self, config: BertConfig):
         super().__init__()
         dim = config.hidden_size
+        self.positions_from_padding = config.variant == "roberta"
+        self.pad_token_id = config.pad_token_id
         self.word = nn.Embedding(config.vocab_size, dim, padding_idx=config.pad_token_id)
         self.position = nn.Embedding(config.max_position_embeddings, dim)
         self.token_type = nn.Embedding(config.type_vocab_size, dim)
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
 
+    def position_ids(self, input_ids: Tensor) -> Tensor:
+        """Position ids ``[B, N]`` (BERT: ``[N]``, the same for every row)."""
+        if not self.positions_from_padding:
+            return torch.arange(input_ids.shape[1], device=input_ids.device)
+        is_token = input_ids.ne(self.pad_token_id).long()  # [B, N]
+        return torch.cumsum(is_token, dim=1) * is_token + self.pad_token_id
+
     def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        positions = self.position_ids(input_ids)
         # transformers' order of the sums, so logits agree to float rounding
         summed = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)
         return self.norm(summed)
@@ -65,6 +108,8 @@ class BertClassifier(nn.Module):
     ``attention_mask`` ``[B, N]`` (1 = token, 0 = padding) keeps padded keys out of every attention row.
     ``input_scale`` (``[B]``) multiplies the embedding output: the straight path from the all-zero embedding
     that reasoning feedback integrates along (spec §3.5).
+
+    ``config.variant`` ``"roberta"`` makes it a RoBERTa classifier (module docstring); the family stays ``"bert"``.
     """
 
     family = "bert"
@@ -97,7 +142,8 @@ class BertClassifier(nn.Module):
 
     @property
     def max_length(self) -> int:
-        return self.config.max_position_embeddings
+        """Tokens per sequence: the position table less the ids before the first position (RoBERTa: 514 → 512)."""
+        return self.config.max_position_embeddings - self.config.first_position
 
     def method_defaults(self, method: str) -> dict:
         """The original BERT pipelines' settings (spec §4.2, DESIGN §4): blocks counted from the end, the
@@ -169,7 +215,8 @@ class BertClassifier(nn.Module):
         to_input: bool = False,
     ) -> tuple[Tensor | None, list[Tensor]]:
         """Propagate ``relevance`` of the logits ``[B, C]`` back to every block's attention map (spec §4.2):
-        classifier → tanh (identity) → pooler → [CLS] → blocks. Returns ``(None, [R^A per block])``."""
+        classifier → tanh (identity) → pooler → [CLS] → blocks (RoBERTa: ``out_proj`` → tanh → ``dense`` → <s>).
+        Returns ``(None, [R^A per block])``."""
         if to_input:
             raise NotImplementedError("relevance down to the input is implemented for images only (method 'lrp')")
         attn_mask = inputs.get("attention_mask")
@@ -185,12 +232,15 @@ class BertClassifier(nn.Module):
 
 # --- checkpoints -----------------------------------------------------------------------------------------
 
-_HF_GLOBAL_NAMES = {
+_HF_GLOBAL_NAMES = {  # inside the "bert." / "roberta." prefix
     "embeddings.word_embeddings": "embeddings.word",
     "embeddings.position_embeddings": "embeddings.position",
     "embeddings.token_type_embeddings": "embeddings.token_type",
     "embeddings.LayerNorm": "embeddings.norm",
-    "pooler.dense": "pooler",
+}
+_HF_HEAD_NAMES = {  # ours -> transformers' full module name, per variant
+    "bert": {"pooler": "bert.pooler.dense", "classifier": "classifier"},
+    "roberta": {"pooler": "classifier.dense", "classifier": "classifier.out_proj"},
 }
 _HF_BLOCK_NAMES = {
     "attention.output.dense": "attn.proj",
@@ -206,22 +256,37 @@ _BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")  # index buf
 
 
 def is_hf_bert(state: Mapping[str, Tensor]) -> bool:
-    return any(key.removeprefix("bert.") == "embeddings.word_embeddings.weight" for key in state)
+    """Whether ``state`` holds Hugging Face BERT or RoBERTa names."""
+    return any(
+        key.removeprefix("bert.").removeprefix("roberta.") == "embeddings.word_embeddings.weight" for key in state
+    )
+
+
+def variant_of_state_dict(state: Mapping[str, Tensor]) -> str:
+    """``"roberta"`` for RoBERTa's key names (its prefix or head), else ``"bert"``. A bare ``RobertaModel`` state
+    dict (no prefix, no head) has BERT's names exactly: load it from its folder, whose config.json tells."""
+    is_roberta = "classifier.out_proj.weight" in state or any(key.startswith("roberta.") for key in state)
+    return "roberta" if is_roberta else "bert"
 
 
 def has_classifier(state: Mapping[str, Tensor]) -> bool:
-    return "classifier.weight" in state
+    return "classifier.weight" in state or "classifier.out_proj.weight" in state
 
 
-def hf_to_ours(state: Mapping[str, Tensor]) -> StateDict:
-    """Rename a Hugging Face ``BertForSequenceClassification`` or ``BertModel`` state dict into ours
-    (query, key and value fused into ``qkv``; index buffers dropped)."""
+def hf_to_ours(state: Mapping[str, Tensor], variant: str = "bert") -> StateDict:
+    """Rename a Hugging Face ``BertForSequenceClassification`` or ``BertModel`` state dict (``variant="roberta"``:
+    ``RobertaForSequenceClassification`` or ``RobertaModel``) into ours (query, key and value fused into ``qkv``;
+    index buffers dropped)."""
+    _check_variant(variant)
+    head_names = {hf.removeprefix(f"{variant}."): ours for ours, hf in _HF_HEAD_NAMES[variant].items()}
     out: StateDict = {}
     qkv_parts: dict[tuple[int, str], dict[str, Tensor]] = {}
     for key, value in state.items():
-        name = key.removeprefix("bert.")
+        name = key.removeprefix(f"{variant}.")
         if name in _BUFFERS:
             continue
+        if variant == "roberta" and name.startswith("pooler."):
+            continue  # RobertaModel's pooler: RobertaForSequenceClassification has none (its head is separate)
         layer = _HF_LAYER_KEY.match(name)
         if layer is not None:
             index, part, kind = int(layer.group(1)), layer.group(2), layer.group(3)
@@ -234,10 +299,11 @@ def hf_to_ours(state: Mapping[str, Tensor]) -> StateDict:
                 out[key] = value  # left for the strict load to report
             continue
         module = _HF_GLOBAL_KEY.match(name)
-        if module is not None and module.group(1) in _HF_GLOBAL_NAMES:
-            out[f"{_HF_GLOBAL_NAMES[module.group(1)]}.{module.group(2)}"] = value
+        ours = (_HF_GLOBAL_NAMES | head_names).get(module.group(1)) if module is not None else None
+        if ours is not None:
+            out[f"{ours}.{module.group(2)}"] = value
         else:
-            out[key] = value  # classifier.* keeps its name; anything else is reported by the strict load
+            out[key] = value  # left for the strict load to report
     for (index, kind), parts in qkv_parts.items():
         if set(parts) != set(_HF_QKV_PARTS):
             raise ValueError(f"layer {index} has attention {kind} for {sorted(parts)}, expected query, key and value")
@@ -245,16 +311,18 @@ def hf_to_ours(state: Mapping[str, Tensor]) -> StateDict:
     return out
 
 
-def ours_to_hf(state: Mapping[str, Tensor]) -> StateDict:
-    """The inverse of :func:`hf_to_ours`: names of a Hugging Face ``BertForSequenceClassification`` file."""
-    global_names = {ours: hf for hf, ours in _HF_GLOBAL_NAMES.items()}
+def ours_to_hf(state: Mapping[str, Tensor], variant: str = "bert") -> StateDict:
+    """The inverse of :func:`hf_to_ours`: names of a Hugging Face ``BertForSequenceClassification`` file
+    (``variant="roberta"``: ``RobertaForSequenceClassification``)."""
+    _check_variant(variant)
+    global_names = {ours: f"{variant}.{hf}" for hf, ours in _HF_GLOBAL_NAMES.items()} | _HF_HEAD_NAMES[variant]
     block_names = {ours: hf for hf, ours in _HF_BLOCK_NAMES.items()}
     out: StateDict = {}
     for key, value in state.items():
         block = re.match(r"^encoder\.blocks\.(\d+)\.(.+)\.(weight|bias)$", key)
         if block is not None:
             index, name, kind = block.groups()
-            prefix = f"bert.encoder.layer.{index}."
+            prefix = f"{variant}.encoder.layer.{index}."
             if name == "attn.qkv":
                 for part, chunk in zip(_HF_QKV_PARTS, value.chunk(3)):
                     out[f"{prefix}attention.self.{part}.{kind}"] = chunk.clone()
@@ -262,17 +330,16 @@ def ours_to_hf(state: Mapping[str, Tensor]) -> StateDict:
                 out[f"{prefix}{block_names[name]}.{kind}"] = value
             continue
         module, kind = key.rsplit(".", 1)
-        if module == "classifier":
-            out[key] = value
-        elif module in global_names:
-            out[f"bert.{global_names[module]}.{kind}"] = value
+        if module in global_names:
+            out[f"{global_names[module]}.{kind}"] = value
         else:
             raise ValueError(f"no Hugging Face name for {key!r}")
     return out
 
 
-def config_from_state(state: Mapping[str, Tensor], num_heads: int | None = None) -> BertConfig:
-    """Read the architecture from a state dict in our names (heads: width/64 unless given)."""
+def config_from_state(state: Mapping[str, Tensor], num_heads: int | None = None, variant: str = "bert") -> BertConfig:
+    """Read the architecture from a state dict in our names (heads: width/64 unless given; padding id and
+    LayerNorm eps: the variant's released checkpoints')."""
     vocab_size, dim = state["embeddings.word.weight"].shape
     blocks = {int(m.group(1)) for key in state if (m := re.match(r"^encoder\.blocks\.(\d+)\.", key))}
     if not blocks:
@@ -286,20 +353,26 @@ def config_from_state(state: Mapping[str, Tensor], num_heads: int | None = None)
         max_position_embeddings=state["embeddings.position.weight"].shape[0],
         type_vocab_size=state["embeddings.token_type.weight"].shape[0],
         num_labels=state["classifier.weight"].shape[0] if "classifier.weight" in state else 2,
+        variant=variant,
+        **_STATE_DICT_DEFAULTS[variant],
     )
 
 
 def config_from_hf(hf_config: Mapping, num_heads: int | None = None) -> BertConfig:
-    """Read a Hugging Face ``BertConfig`` dict (``config.json``)."""
+    """Read a Hugging Face ``BertConfig`` or ``RobertaConfig`` dict (``config.json``)."""
+    variant = "roberta" if hf_config.get("model_type") == "roberta" else "bert"
     activation = hf_config.get("hidden_act", "gelu")
     if activation != "gelu":
-        raise ValueError(f"unsupported BERT activation {activation!r}; only exact 'gelu' is implemented")
+        raise ValueError(
+            f"unsupported {_DISPLAY_NAMES[variant]} activation {activation!r}; only exact 'gelu' is implemented"
+        )
     if hf_config.get("position_embedding_type", "absolute") != "absolute":
         raise ValueError(
             f"unsupported position_embedding_type {hf_config['position_embedding_type']!r}; only 'absolute'"
         )
     id2label = hf_config.get("id2label") or {}
     class_names = [id2label[key] for key in sorted(id2label, key=int)] if id2label else None
+    pad_token_id = hf_config.get("pad_token_id")
     return BertConfig(
         vocab_size=hf_config["vocab_size"],
         hidden_size=hf_config["hidden_size"],
@@ -310,36 +383,53 @@ def config_from_hf(hf_config: Mapping, num_heads: int | None = None) -> BertConf
         type_vocab_size=hf_config.get("type_vocab_size", 2),
         num_labels=len(class_names) if class_names else hf_config.get("num_labels", 2),
         layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
-        pad_token_id=hf_config.get("pad_token_id", 0) or 0,
+        pad_token_id=_STATE_DICT_DEFAULTS[variant]["pad_token_id"] if pad_token_id is None else pad_token_id,
+        variant=variant,
         class_names=class_names,
     )
 
 
 def build(state: Mapping[str, Tensor], hf_config: Mapping | None, num_heads: int | None, num_labels: int | None):
-    """A :class:`BertClassifier` with the checkpoint's weights. A ``BertModel`` checkpoint (no classifier) gets
-    a freshly initialised classifier of ``num_labels`` classes (default 2), with a warning."""
-    ours = hf_to_ours(state)
-    config = config_from_hf(hf_config, num_heads) if hf_config is not None else config_from_state(ours, num_heads)
+    """A :class:`BertClassifier` with the checkpoint's weights; the variant comes from ``config.json``'s
+    ``model_type``, else from the keys. A ``BertModel`` checkpoint (no classifier) gets a freshly initialised
+    classifier of ``num_labels`` classes (default 2), with a warning; a ``RobertaModel`` one a fresh head
+    (pooler and classifier), as transformers gives it."""
+    if hf_config is not None:
+        config = config_from_hf(hf_config, num_heads)
+        ours = hf_to_ours(state, config.variant)
+    else:
+        variant = variant_of_state_dict(state)
+        ours = hf_to_ours(state, variant)
+        config = config_from_state(ours, num_heads, variant)
     if num_labels is not None:
         config.num_labels = num_labels
     model = BertClassifier(config)
     if not has_classifier(state):
+        fresh = ("pooler", "classifier") if config.variant == "roberta" else ("classifier",)
         warnings.warn(
-            f"the checkpoint is an encoder without a classifier (BertModel); a new {config.num_labels}-class "
-            "classifier is initialised at random — train it before explaining its predictions",
+            f"the checkpoint is an encoder without a classifier ({_HF_CLASS_PREFIXES[config.variant]}Model); a new "
+            f"{config.num_labels}-class head ({', '.join(fresh)}) is initialised at random — train it before "
+            "explaining its predictions",
             stacklevel=3,
         )
-        ours.update({f"classifier.{name}": value for name, value in model.classifier.state_dict().items()})
-    load_strict(model, ours, source="the BERT checkpoint")
+        ours.update(
+            {
+                f"{module}.{name}": value
+                for module in fresh
+                for name, value in model.get_submodule(module).state_dict().items()
+            }
+        )
+    load_strict(model, ours, source=f"the {_DISPLAY_NAMES[config.variant]} checkpoint")
     return model
 
 
 def config_to_hf(config: BertConfig) -> dict:
-    """A Hugging Face ``config.json`` for ``BertForSequenceClassification`` with our architecture."""
+    """A Hugging Face ``config.json`` for ``BertForSequenceClassification`` (or ``RobertaForSequenceClassification``)
+    with our architecture."""
     class_names = config.class_names or [f"LABEL_{index}" for index in range(config.num_labels)]
     return {
-        "architectures": ["BertForSequenceClassification"],
-        "model_type": "bert",
+        "architectures": [f"{_HF_CLASS_PREFIXES[config.variant]}ForSequenceClassification"],
+        "model_type": config.variant,
         "vocab_size": config.vocab_size,
         "hidden_size": config.hidden_size,
         "num_hidden_layers": config.num_layers,
@@ -359,12 +449,15 @@ def config_to_hf(config: BertConfig) -> dict:
 def save_hf_folder(model: BertClassifier, folder: str | Path, tokenizer=None) -> Path:
     """Save ``model`` as a Hugging Face folder (``config.json`` + ``model.safetensors`` in transformers' names, and
     the tokenizer's files), written atomically: ``tokenattr.load_model(folder)`` and
-    ``transformers.BertForSequenceClassification.from_pretrained(folder)`` both read it."""
+    ``transformers.AutoModelForSequenceClassification.from_pretrained(folder)`` both read it."""
     from safetensors.torch import save_file
 
     from ..io import atomic_folder, write_json
 
-    state = {name: value.detach().cpu().contiguous() for name, value in ours_to_hf(model.state_dict()).items()}
+    state = {
+        name: value.detach().cpu().contiguous()
+        for name, value in ours_to_hf(model.state_dict(), model.config.variant).items()
+    }
     with atomic_folder(folder) as temporary:
         save_file(state, str(temporary / "model.safetensors"))
         write_json(temporary / "config.json", config_to_hf(model.config))
