@@ -7,8 +7,9 @@ For every document of the split the ground-truth class is explained, word-piece 
 mapped to whitespace words (max over a word's pieces), and the top-k words are the predicted rationale. Writes, in
 ``OUT``: ``{method}.json`` (the summary of :func:`tokenattr.protocols.rationale_test`, with the command, versions
 and date), ERASER results files ``{method}/identifier_results_{k}.json`` that ERASER's own
-``rationale_benchmark/metrics.py --split test --results FILE`` scores, and, for several methods, the table
-``token_f1.json`` + ``token_f1.md`` (instance-macro F1 ×100, the paper's number).
+``rationale_benchmark/metrics.py --split test --results FILE`` scores, and the table
+``token_f1.json`` + ``token_f1.md`` (instance-macro F1 ×100, the paper's number), with a random ranking of the
+words as the floor. A rerun of the same command skips the methods it finished.
 
 Unlike the original pipeline, this script never trains: train the classifier first
 (``BERT/train_movies_classifier.py``). Documents are explained in padded batches (``--batch-size``); every method
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -27,7 +29,7 @@ from pathlib import Path
 import tokenattr
 from tokenattr import cli
 from tokenattr.data import MOVIE_LABELS, load_annotations, load_documents
-from tokenattr.evaluation import RATIONALE_TOP_K, eraser_record, write_eraser_results
+from tokenattr.evaluation import RATIONALE_TOP_K, eraser_record, random_ranking_table, write_eraser_results
 from tokenattr.io import atomic_path, write_json
 from tokenattr.models import load_tokenizer
 from tokenattr.protocols import rationale_test, versions
@@ -77,68 +79,94 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def markdown_table(summaries: dict[str, dict], ks: Sequence[int]) -> str:
-    """Methods × k, instance-macro token F1 ×100, the best of each column in bold."""
+RANDOM_ROW = "random ranking"  # the floor: every word scored uniformly at random (seed 0)
+
+
+def markdown_table(summaries: dict[str, dict], random: dict, ks: Sequence[int]) -> str:
+    """Methods × k, instance-macro token F1 ×100, the best method of each column in bold, the random ranking last."""
     best = {k: max(summary["token_f1"][k]["instance_macro"]["f1"] for summary in summaries.values()) for k in ks}
     lines = ["| method | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
-    for name, summary in summaries.items():
+    for name, table in [*((name, summary["token_f1"]) for name, summary in summaries.items()), (RANDOM_ROW, random)]:
         cells = []
         for k in ks:
-            f1 = summary["token_f1"][k]["instance_macro"]["f1"]
-            cells.append(f"**{100 * f1:.2f}**" if f1 == best[k] else f"{100 * f1:.2f}")
+            f1 = table[k]["instance_macro"]["f1"]
+            bold = name != RANDOM_ROW and f1 == best[k]
+            cells.append(f"**{100 * f1:.2f}**" if bold else f"{100 * f1:.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
+def finished_summary(path: Path, command: str) -> dict | None:
+    """The summary a run of the same command already wrote to ``path``, or ``None`` (then the method runs)."""
+    if not path.is_file():
+        return None
+    summary = json.loads(path.read_text())
+    if summary.get("command") != command:
+        return None
+    summary["token_f1"] = {int(k): value for k, value in summary["token_f1"].items()}  # JSON keys are strings
+    return summary
+
+
+def run_method(args, model, tokenizer, annotations, documents, method: str, command: str) -> dict:
+    """The rationale test of one method: its summary, written with its ERASER results files."""
+    started = time.time()
+    options = {"steps": args.steps} if args.steps is not None and "steps" in tokenattr.METHODS[method].options else {}
+    result = rationale_test(
+        model,
+        tokenizer,
+        annotations,
+        documents,
+        method,
+        label_index=MOVIE_LABELS,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        **options,
+    )
+    summary = {
+        **result.summary,
+        "seconds": round(time.time() - started, 1),
+        "split": args.split,
+        "command": command,
+        "checkpoint": str(args.checkpoint),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
+    }
+    for k in RATIONALE_TOP_K:
+        records = [eraser_record(ann_id, docid, ranked[:k]) for ann_id, (docid, ranked) in result.ranked_words.items()]
+        write_eraser_results(args.out / method / f"identifier_results_{k}.json", records)
+    write_json(args.out / f"{method}.json", summary)
+    return summary
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, dict]:
-    """Run the test for each method; returns ``{method: summary}`` as written to ``OUT/{method}.json``."""
+    """Run the test for each method; returns ``{method: summary}`` as written to ``OUT/{method}.json``.
+
+    A method whose ``OUT/{method}.json`` was written by the same command is not run again: an interrupted run
+    resumes at the first unfinished method.
+    """
     args = parse_args(argv)
     command = cli.command_line("BERT/bert_pipeline.py", argv if argv is not None else sys.argv[1:])
     model = tokenattr.load_model(args.checkpoint, family="bert", device=args.device)
     tokenizer = load_tokenizer(args.tokenizer)
     annotations = load_annotations(args.data_dir, args.split)[: args.limit]
     documents = load_documents(args.data_dir, [annotation.docids[0] for annotation in annotations])
-    options = {} if args.steps is None else {"steps": args.steps}
     summaries = {}
     for method in args.methods:
-        started = time.time()
-        method_options = {k: v for k, v in options.items() if k in tokenattr.METHODS[method].options}
-        result = rationale_test(
-            model,
-            tokenizer,
-            annotations,
-            documents,
-            method,
-            label_index=MOVIE_LABELS,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            **method_options,
-        )
-        summary = {
-            **result.summary,
-            "seconds": round(time.time() - started, 1),
-            "split": args.split,
-            "command": command,
-            "checkpoint": str(args.checkpoint),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "versions": versions(),
-        }
-        for k in RATIONALE_TOP_K:
-            records = [
-                eraser_record(ann_id, docid, ranked[:k]) for ann_id, (docid, ranked) in result.ranked_words.items()
-            ]
-            write_eraser_results(args.out / method / f"identifier_results_{k}.json", records)
-        write_json(args.out / f"{method}.json", summary)
+        summary = finished_summary(args.out / f"{method}.json", command)
+        if summary is None:
+            summary = run_method(args, model, tokenizer, annotations, documents, method, command)
+        else:
+            print(f"{method}: finished by an earlier run of this command ({args.out / f'{method}.json'})")
         summaries[method] = summary
         f1 = {k: 100 * summary["token_f1"][k]["instance_macro"]["f1"] for k in (5, 10, 20, 40, 80)}
         print(
             f"{method}: accuracy {100 * summary['accuracy']:.1f}%, token F1 ×100 "
             + ", ".join(f"k={k} {v:.2f}" for k, v in f1.items())
         )
-    if len(summaries) > 1:
-        write_json(args.out / "token_f1.json", {"command": command, "results": summaries})
-        with atomic_path(args.out / "token_f1.md") as temporary:
-            temporary.write_text(markdown_table(summaries, RATIONALE_TOP_K))
+    random = random_ranking_table(annotations, documents, RATIONALE_TOP_K)
+    write_json(args.out / "token_f1.json", {"command": command, "results": summaries, RANDOM_ROW: random})
+    with atomic_path(args.out / "token_f1.md") as temporary:
+        temporary.write_text(markdown_table(summaries, random, RATIONALE_TOP_K))
     return summaries
 
 

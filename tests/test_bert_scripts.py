@@ -328,23 +328,10 @@ def test_rationale_pipeline_writes_eraser_files_that_score_to_its_table(reviews,
 
     data, encoder = reviews
     script = load_script("bert_pipeline", folder="BERT")
+    flags = ["--checkpoint", str(encoder), "--data-dir", str(data), "--method", "ours,rollout", "--steps", "3"]
+    flags += ["--batch-size", "5", "--out", str(tmp_path)]
     with pytest.warns(UserWarning, match="without a classifier"):
-        summaries = script.main(
-            [
-                "--checkpoint",
-                str(encoder),
-                "--data-dir",
-                str(data),
-                "--method",
-                "ours,rollout",
-                "--steps",
-                "3",
-                "--batch-size",
-                "5",
-                "--out",
-                str(tmp_path),
-            ]
-        )
+        summaries = script.main(flags)
     assert list(summaries) == ["ours-h", "rollout"]
     truth = truth_from_annotations(load_annotations(data, "test"))
     for method, summary in summaries.items():
@@ -357,7 +344,12 @@ def test_rationale_pipeline_writes_eraser_files_that_score_to_its_table(reviews,
                 assert rescored[kind] == pytest.approx(summary["token_f1"][k][kind], rel=1e-12)
         assert json.loads((tmp_path / f"{method}.json").read_text())["method"] == method
     table = (tmp_path / "token_f1.md").read_text()
-    assert "| ours-h |" in table and "| rollout |" in table and "k=80" in table
+    assert "| ours-h |" in table and "| rollout |" in table and "| random ranking |" in table and "k=80" in table
+    # a rerun of the same command reuses what it finished: no method runs again, the numbers are the same
+    (tmp_path / "rollout" / "identifier_results_5.json").unlink()
+    again = script.main(flags)
+    assert not (tmp_path / "rollout" / "identifier_results_5.json").exists()
+    assert again["rollout"]["token_f1"] == summaries["rollout"]["token_f1"]
 
 
 def test_rationale_pipeline_refuses_pixel_methods_and_missing_inputs(reviews, tmp_path):

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from tokenattr.data.eraser import Annotation, load_annotations, load_documents, words_to_text
 from tokenattr.data.synthetic_text import SENTIMENT_LABELS, synthetic_vocabulary, write_synthetic_eraser
-from tokenattr.evaluation import RationaleScores
+from tokenattr.evaluation import random_ranking_table
 from tokenattr.methods import METHODS, get_method
 from tokenattr.models import BertClassifier, BertConfig, encode_texts, load_tokenizer
 from tokenattr.protocols import rationale_test
@@ -133,7 +133,7 @@ def run_text_demo(
         "mean_document_words": float(np.mean([len(documents[a.docids[0]]) for a in annotations])),
         "mean_rationale_words": float(np.mean([len(a.evidences) for a in annotations])),
         "methods": scores,
-        "random": {"token_f1": random_ranking_scores(annotations, documents, TEXT_KS, RANDOM_SEED)},
+        "random": {"token_f1": random_ranking_table(annotations, documents, TEXT_KS, RANDOM_SEED)},
         "ks": list(TEXT_KS),
         "training": training,
         "seconds": round(time.perf_counter() - started, 1),
@@ -209,18 +209,6 @@ def train_text_model(
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             epoch_losses.append(loss_sum / len(labels))
     return model.eval(), {"epoch_losses": epoch_losses, "train_seconds": round(time.perf_counter() - started, 1)}
-
-
-def random_ranking_scores(
-    annotations: Sequence[Annotation], documents: dict[str, list[str]], ks: Sequence[int], seed: int
-) -> dict:
-    """ERASER's token F1 (:meth:`RationaleScores.compute`) of a ranking that scores every word uniformly at random:
-    the floor a method must clear to have found anything."""
-    rng = np.random.default_rng(seed)
-    scores = RationaleScores(ks)
-    for annotation in annotations:
-        scores.update(annotation, rng.random(len(documents[annotation.docids[0]])))
-    return scores.compute()
 
 
 def print_text_table(results: dict) -> None:

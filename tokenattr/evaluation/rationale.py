@@ -36,6 +36,7 @@ from tokenattr.data.eraser import Annotation, top_k_words
 from tokenattr.io import atomic_path
 
 __all__ = [
+    "random_ranking_table",
     "RATIONALE_TOP_K",
     "RationaleScores",
     "eraser_record",
@@ -227,6 +228,22 @@ class RationaleScores:
                 "instance_macro": {name: state[f"{name}_sum"] / state["instances"] for name in ("p", "r", "f1")},
             }
         return table
+
+
+def random_ranking_table(
+    annotations: Sequence[Annotation],
+    documents: Mapping[str, Sequence[str]],
+    ks: Sequence[int] = RATIONALE_TOP_K,
+    seed: int = 0,
+) -> dict[int, dict[str, dict[str, float]]]:
+    """The table of :meth:`RationaleScores.compute` for a ranking that scores every word uniformly at random:
+    the floor a method must clear to have found anything. ``documents`` maps each annotation's first docid to
+    its words."""
+    rng = np.random.default_rng(seed)
+    scores = RationaleScores(ks)
+    for annotation in annotations:
+        scores.update(annotation, rng.random(len(documents[annotation.docids[0]])))
+    return scores.compute()
 
 
 def eraser_record(
