@@ -121,11 +121,25 @@ def residual_rollout(transitions: list[Tensor], normalise_rows: bool = False) ->
 
 
 def pooled_row(model: nn.Module, matrix: Tensor) -> Tensor:
-    """The row ``[..., N]`` of a ``[..., N, N]`` matrix at the pooled token: the class token's row, or for a
-    mean-pooled model the mean of the patch rows (its prediction is made from all of them)."""
-    if model.pooling == "cls":
+    """The row ``[..., N]`` of a ``[..., N, N]`` matrix at the token(s) the prediction is made from, combined as
+    the classifier combines them (``model.pooling``; spec §3.4):
+
+    * ``"cls"``: the class token's row;
+    * ``"mean"``: the mean of the patch rows (MAE pools all of them);
+    * ``"cls+dist"``: the mean of the class- and distillation-token rows (DeiT averages the logits of their heads);
+    * ``"cls+mean"``: the class row plus the mean of the patch rows (DINO's linear head adds a term from each).
+    """
+    pooling = model.pooling
+    if pooling == "cls":
         return matrix[..., 0, :]
-    return matrix[..., model.num_prefix_tokens :, :].mean(dim=-2)
+    if pooling == "cls+dist":
+        return matrix[..., :2, :].mean(dim=-2)
+    patch_mean = matrix[..., model.num_prefix_tokens :, :].mean(dim=-2)
+    if pooling == "mean":
+        return patch_mean
+    if pooling == "cls+mean":
+        return matrix[..., 0, :] + patch_mean
+    raise ValueError(f"unknown pooling {pooling!r} of {type(model).__name__}; expected cls, mean, cls+dist or cls+mean")
 
 
 def read_off(model: nn.Module, token_matrix: Tensor, inputs: Inputs) -> Tensor:

@@ -13,7 +13,6 @@ from .bert import BertClassifier, BertConfig, encode_texts, load_tokenizer
 from .layers import BlockRecord, record
 from .loading import (
     CheckpointMismatchError,
-    load_strict,
     read_hf_config,
     read_hf_weights,
     read_state_dict,
@@ -22,7 +21,7 @@ from .loading import (
 from .vit import VisionTransformer, ViTConfig
 
 FAMILIES = ("vit", "bert")
-HF_MODEL_TYPES = {"vit": "vit", "bert": "bert", "roberta": "bert"}  # config.json "model_type" -> family
+HF_MODEL_TYPES = {"vit": "vit", "deit": "vit", "bert": "bert", "roberta": "bert"}  # config.json "model_type" -> family
 
 
 def _family_of_hf_config(hf_config: Mapping) -> str:
@@ -35,7 +34,7 @@ def _family_of_hf_config(hf_config: Mapping) -> str:
 
 
 def _family_of_state_dict(state: Mapping[str, Tensor]) -> str:
-    if vit.is_timm_vit(state) or vit.is_hf_vit(state):
+    if vit.is_timm_vit(state) or vit.is_hf_vit(state):  # ViT, MAE, DINO with its head, DeiT
         return "vit"
     if bert.is_hf_bert(state):  # BERT or RoBERTa names: both run on the BERT code path
         return "bert"
@@ -45,25 +44,7 @@ def _family_of_state_dict(state: Mapping[str, Tensor]) -> str:
     )
 
 
-def _build_vit(
-    state: Mapping[str, Tensor], hf_config: Mapping | None, num_heads: int | None, num_labels: int | None
-) -> VisionTransformer:
-    if vit.is_hf_vit(state):
-        state = vit.hf_to_timm(state)
-    if not vit.is_timm_vit(state):
-        raise ValueError(
-            "not a ViT checkpoint: expected timm keys (cls_token, patch_embed.proj.weight, ...) "
-            "or Hugging Face ViT keys"
-        )
-    config = (
-        vit.config_from_hf(hf_config, num_heads) if hf_config is not None else vit.config_from_timm(state, num_heads)
-    )
-    model = VisionTransformer(config)
-    load_strict(model, vit.timm_to_ours(state), source="the ViT checkpoint")
-    return model
-
-
-_BUILDERS = {"vit": _build_vit, "bert": bert.build}
+_BUILDERS = {"vit": vit.build, "bert": bert.build}
 
 
 def load_model(
@@ -101,6 +82,27 @@ def load_model(
     return model.to(device).eval()
 
 
+def load_dino(
+    backbone: str | Path | Mapping[str, Tensor],
+    linear: str | Path | Mapping[str, Tensor],
+    num_heads: int | None = None,
+    device: str | torch.device = "cpu",
+) -> VisionTransformer:
+    """DINO ViT with the linear classifier of its ``eval_linear.py`` (spec §6): the class token of the last
+    block's normalised output concatenated with the mean of its patch tokens, into one linear layer.
+
+    Args:
+        backbone: the backbone weights (``dino_vitbase16_pretrain.pth``: timm names, no head), a file or mapping.
+        linear: the linear head (``dino_vitbase16_linearweights.pth``: ``{"state_dict": {"module.linear.*"}}``).
+        num_heads, device: as for :func:`load_model`.
+    """
+    states = [
+        unwrap_state_dict(part, source="the given mapping") if isinstance(part, Mapping) else read_state_dict(part)
+        for part in (backbone, linear)
+    ]
+    return load_model(vit.with_dino_linear_head(*states), family="vit", num_heads=num_heads, device=device)
+
+
 __all__ = [
     "FAMILIES",
     "BertClassifier",
@@ -111,6 +113,7 @@ __all__ = [
     "CheckpointMismatchError",
     "ViTConfig",
     "VisionTransformer",
+    "load_dino",
     "load_model",
     "record",
 ]

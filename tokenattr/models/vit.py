@@ -1,7 +1,10 @@
-"""Vision Transformer (Dosovitskiy et al.): patch embedding, prefix token, position embeddings, pre-LN blocks,
+"""Vision Transformer (Dosovitskiy et al.): patch embedding, prefix tokens, position embeddings, pre-LN blocks,
 pooling, head — and the conversion of timm/JAX-style and Hugging Face checkpoints into it.
 
-Our parameter names are timm's, except that blocks live in the shared encoder (``encoder.blocks.N``).
+One class covers the ViT family the paper uses: ViT-B/L (class token), MAE fine-tuned classifiers (mean of the
+patch tokens, then ``fc_norm``), DeiT (class and distillation tokens, two heads averaged) and DINO with its
+linear head (class token concatenated with the mean patch token). Our parameter names are timm's, except that
+blocks live in the shared encoder (``encoder.blocks.N``).
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ import torch
 from torch import Tensor, nn
 
 from .layers import Block, BlockRecord, Encoder
-from .loading import StateDict
+from .loading import StateDict, load_strict
 from .lrp import CHEFER_RULES, LRPRules, add_relprop, conv_zb_relprop, linear_relprop, safe_divide
 
 VIT_B_DEPTH = 12
 # First included block (0-based) of each method in the original's ViT-B/16 scripts (DESIGN §4), scaled by
-# depth for other models: round(start * depth / 12).
+# depth for other models: round(start * depth / 12), so that the same fraction of the depth is left out
+# (ViT-L/16, 24 blocks: Ours-H from block 6, Ours-T from 12, rollout and the Chefer methods from 2).
 VIT_B_START_LAYERS = {
     "ours-h": 3,
     "ours-t": 6,
@@ -29,6 +33,17 @@ VIT_B_START_LAYERS = {
     "transformer-attribution": 1,
     "lrp-rollout": 1,
 }
+# How the classifier reads the last block's normalised tokens; ``pooled_row`` (methods/common.py) reads
+# relevance off the same rows.
+POOLINGS = {
+    "cls": "the class token",
+    "mean": "the mean of the patch tokens, then fc_norm (MAE)",
+    "cls+dist": "the mean of a class-token head and a distillation-token head (DeiT)",
+    "cls+mean": "the class token concatenated with the mean of the patch tokens (DINO's linear head)",
+}
+ORIGINAL_MEAN_STD = (0.5, 0.5, 0.5)  # the JAX ViT's normalisation, which the original uses for every ViT
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what MAE, DeiT and DINO were trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
@@ -43,14 +58,17 @@ class ViTConfig:
     mlp_dim: int = 3072
     qkv_bias: bool = True
     layer_norm_eps: float = 1e-6
-    pooling: str = "cls"  # "cls": the class token after the final norm; "mean": mean of patch tokens, then fc_norm
-    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    image_std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    pooling: str = "cls"  # a key of POOLINGS
+    distillation_token: bool = False  # DeiT: a second prefix token after the class token
+    image_mean: tuple[float, float, float] = ORIGINAL_MEAN_STD  # what inputs are normalised with (not the model)
+    image_std: tuple[float, float, float] = ORIGINAL_MEAN_STD
     class_names: list[str] | None = field(default=None, compare=False)
 
     def __post_init__(self):
-        if self.pooling not in ("cls", "mean"):
-            raise ValueError(f"pooling must be 'cls' or 'mean', got {self.pooling!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
+        if self.pooling == "cls+dist" and not self.distillation_token:
+            raise ValueError("pooling 'cls+dist' needs distillation_token=True")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
 
@@ -64,7 +82,6 @@ class VisionTransformer(nn.Module):
 
     family = "vit"
     main_input_name = "pixel_values"
-    num_prefix_tokens = 1  # the class token
 
     def __init__(self, config: ViTConfig):
         super().__init__()
@@ -73,6 +90,7 @@ class VisionTransformer(nn.Module):
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(config.in_chans, dim, config.patch_size, stride=config.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.dist_token = nn.Parameter(torch.zeros(1, 1, dim)) if config.distillation_token else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + self.num_patches, dim))
         self.encoder = Encoder(
             Block(dim, config.num_heads, config.mlp_dim, qkv_bias=config.qkv_bias, eps=config.layer_norm_eps)
@@ -81,11 +99,18 @@ class VisionTransformer(nn.Module):
         pooled_by_mean = config.pooling == "mean"
         self.norm = nn.Identity() if pooled_by_mean else nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.fc_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps) if pooled_by_mean else nn.Identity()
-        self.head = nn.Linear(dim, config.num_classes)
+        head_features = 2 * dim if config.pooling == "cls+mean" else dim
+        self.head = nn.Linear(head_features, config.num_classes)
+        self.head_dist = nn.Linear(dim, config.num_classes) if config.pooling == "cls+dist" else None
 
     @property
     def pooling(self) -> str:
         return self.config.pooling
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """The class token, and DeiT's distillation token."""
+        return 2 if self.config.distillation_token else 1
 
     @property
     def depth(self) -> int:
@@ -122,17 +147,30 @@ class VisionTransformer(nn.Module):
         if input_scale is not None:
             pixel_values = pixel_values * input_scale.to(pixel_values).view(-1, 1, 1, 1)
         hidden = self._tokens(pixel_values) + self.pos_embed  # [B, N, D]
-        return self.head(self._pool(self.norm(self.encoder(hidden))))
+        return self._classify(self.norm(self.encoder(hidden)))
 
     def _tokens(self, pixel_values: Tensor) -> Tensor:
-        """The class token followed by the patch embeddings, before position embeddings: ``[B, N, D]``."""
+        """The prefix tokens followed by the patch embeddings, before position embeddings: ``[B, N, D]``."""
         patches = self.patch_embed.proj(pixel_values).flatten(2).transpose(1, 2)  # [B, N_patches, D]
-        return torch.cat([self.cls_token.expand(patches.shape[0], -1, -1), patches], dim=1)
+        prefix = [token for token in (self.cls_token, self.dist_token) if token is not None]
+        return torch.cat([token.expand(patches.shape[0], -1, -1) for token in prefix] + [patches], dim=1)
 
-    def _pool(self, hidden: Tensor) -> Tensor:
-        if self.config.pooling == "cls":
-            return hidden[:, 0]
-        return self.fc_norm(hidden[:, self.num_prefix_tokens :].mean(dim=1))
+    def _head_input(self, normed: Tensor) -> Tensor:
+        """The features of the (class-token) head, ``[B, D]`` (``[B, 2D]`` for ``cls+mean``)."""
+        pooling = self.config.pooling
+        if pooling in ("cls", "cls+dist"):
+            return normed[:, 0]
+        patch_mean = normed[:, self.num_prefix_tokens :].mean(dim=1)
+        if pooling == "mean":
+            return self.fc_norm(patch_mean)
+        return torch.cat([normed[:, 0], patch_mean], dim=-1)  # concatenated, not interleaved (spec §9.16)
+
+    def _classify(self, normed: Tensor) -> Tensor:
+        """Logits ``[B, C]`` from the last block's normalised tokens ``[B, N, D]``."""
+        logits = self.head(self._head_input(normed))
+        if self.head_dist is None:
+            return logits
+        return (logits + self.head_dist(normed[:, 1])) / 2  # DeiT's inference: the average of its two heads
 
     @torch.no_grad()
     def relprop(
@@ -147,18 +185,25 @@ class VisionTransformer(nn.Module):
 
         ``records`` must hold every block's input (a recording of all blocks of the same forward). Returns the
         pixel relevance ``[B, C_in, H, W]`` (only with ``to_input``) and each block's attention relevance
-        ``R^A`` ``[B, H, N, N]``, first block first. Norms pass relevance through unchanged.
+        ``R^A`` ``[B, H, N, N]``, first block first. Norms pass relevance through unchanged; DeiT's average of two
+        heads gives each head half of the logit relevance (LRP-0 through the average).
         """
         normed = self.norm(self.encoder.output_from_records(records))
-        pooled = self._pool(normed)
-        pooled_relevance = linear_relprop(pooled, self.head.weight, relevance, rules)
         token_relevance = torch.zeros_like(normed)
-        if self.config.pooling == "cls":
-            token_relevance[:, 0] = pooled_relevance
-        else:  # LRP-0 through the mean; fc_norm passes relevance through
-            patches = normed[:, self.num_prefix_tokens :]
-            share = safe_divide(pooled_relevance, patches.sum(dim=1))
-            token_relevance[:, self.num_prefix_tokens :] = patches * share[:, None]
+        prefix, dim = self.num_prefix_tokens, normed.shape[-1]
+        if self.head_dist is not None:
+            relevance = relevance / 2
+            token_relevance[:, 1] = linear_relprop(normed[:, 1], self.head_dist.weight, relevance, rules)
+        feature_relevance = linear_relprop(self._head_input(normed), self.head.weight, relevance, rules)
+        if self.config.pooling in ("cls", "cls+dist"):
+            token_relevance[:, 0] = feature_relevance
+        else:
+            if self.config.pooling == "cls+mean":
+                token_relevance[:, 0], feature_relevance = feature_relevance.split(dim, dim=-1)
+            # LRP-0 through the mean; fc_norm passes relevance through
+            patches = normed[:, prefix:]
+            share = safe_divide(feature_relevance, patches.sum(dim=1))
+            token_relevance[:, prefix:] = patches * share[:, None]
         token_relevance, attn_relevances = self.encoder.relprop(records, token_relevance, None, rules)
         if not to_input:
             return None, attn_relevances
@@ -183,21 +228,46 @@ def is_timm_vit(state: Mapping[str, Tensor]) -> bool:
 
 
 def is_hf_vit(state: Mapping[str, Tensor]) -> bool:
-    return "vit.embeddings.patch_embeddings.projection.weight" in state
+    """Hugging Face ViT or DeiT names."""
+    return any(f"{backbone}.embeddings.patch_embeddings.projection.weight" in state for backbone in ("vit", "deit"))
+
+
+def layout_from_timm(state: Mapping[str, Tensor]) -> dict:
+    """Pooling, prefix tokens and input normalisation of a timm-named state dict, read from its keys and head
+    shape: ``head_dist`` is DeiT's second head; ``fc_norm`` without a final ``norm`` is an MAE classifier; a
+    head of twice the width is DINO's linear head."""
+    dim = state["patch_embed.proj.weight"].shape[0]
+    if "head_dist.weight" in state:
+        pooling = "cls+dist"
+    elif "fc_norm.weight" in state and "norm.weight" not in state:
+        pooling = "mean"
+    elif "head.weight" in state and state["head.weight"].shape[1] == 2 * dim:
+        pooling = "cls+mean"
+    else:
+        pooling = "cls"
+    distilled = "dist_token" in state
+    # The JAX ViTs were trained on inputs normalised with 0.5/0.5; MAE, DeiT and DINO with ImageNet's statistics.
+    imagenet = pooling != "cls" or distilled
+    return dict(
+        pooling=pooling,
+        distillation_token=distilled,
+        image_mean=IMAGENET_MEAN if imagenet else ORIGINAL_MEAN_STD,
+        image_std=IMAGENET_STD if imagenet else ORIGINAL_MEAN_STD,
+    )
 
 
 def config_from_timm(state: Mapping[str, Tensor], num_heads: int | None = None) -> ViTConfig:
     """Read the architecture of a timm/JAX-style ViT state dict from its keys and shapes."""
     patch_weight = state["patch_embed.proj.weight"]  # [D, C, P, P]
     dim, in_chans, patch_size = patch_weight.shape[0], patch_weight.shape[1], patch_weight.shape[-1]
-    num_patches = state["pos_embed"].shape[1] - 1
+    layout = layout_from_timm(state)
+    num_patches = state["pos_embed"].shape[1] - (2 if layout["distillation_token"] else 1)
     side = math.isqrt(num_patches)
     if side * side != num_patches:
         raise ValueError(f"pos_embed holds {num_patches} patch positions, not a square grid")
     depth = 1 + max((int(m.group(1)) for key in state if (m := _BLOCK_KEY.match(key))), default=-1)
     if depth == 0:
         raise ValueError("the state dict has no blocks.N.* keys")
-    pooling = "mean" if "fc_norm.weight" in state and "norm.weight" not in state else "cls"
     if num_heads is None:
         num_heads = max(dim // 64, 1)
     return ViTConfig(
@@ -210,7 +280,7 @@ def config_from_timm(state: Mapping[str, Tensor], num_heads: int | None = None) 
         num_heads=num_heads,
         mlp_dim=state["blocks.0.mlp.fc1.weight"].shape[0],
         qkv_bias="blocks.0.attn.qkv.bias" in state,
-        pooling=pooling,
+        **layout,
     )
 
 
@@ -220,6 +290,29 @@ def timm_to_ours(state: Mapping[str, Tensor]) -> StateDict:
 
 def ours_to_timm(state: Mapping[str, Tensor]) -> StateDict:
     return {re.sub(r"^encoder\.blocks\.", "blocks.", key): value for key, value in state.items()}
+
+
+def with_dino_linear_head(backbone: Mapping[str, Tensor], linear: Mapping[str, Tensor]) -> StateDict:
+    """A DINO backbone (timm names, no head) joined with the classifier of DINO's ``eval_linear.py``.
+
+    ``linear`` is that script's checkpoint unwrapped (``linear.weight`` ``[C, 2D]``, ``linear.bias``). For
+    ViT-B/16 it was trained with ``n_last_blocks=1, avgpool_patchtokens=True``: on the class token of the last
+    block's normalised output concatenated with the mean of its patch tokens (``pooling="cls+mean"``).
+    """
+    names = {"linear.weight": "head.weight", "linear.bias": "head.bias"}
+    if set(linear) != set(names):
+        raise ValueError(f"a DINO linear head holds linear.weight and linear.bias, got {sorted(linear)[:5]}")
+    if not is_timm_vit(backbone):
+        raise ValueError(
+            f"a DINO backbone has timm ViT keys (cls_token, patch_embed.proj.weight, ...), got {sorted(backbone)[:5]}"
+        )
+    dim, in_features = backbone["patch_embed.proj.weight"].shape[0], linear["linear.weight"].shape[1]
+    if in_features != 2 * dim:
+        raise ValueError(
+            f"the linear head takes {in_features} features; only n_last_blocks=1 with avgpool_patchtokens "
+            f"(2 x {dim}) is supported"
+        )
+    return {**backbone, **{names[key]: value for key, value in linear.items()}}
 
 
 # Hugging Face name -> timm name, per block and global. Checkpoint files use the first spelling of each block
@@ -242,28 +335,37 @@ _HF_QKV_NAMES = {
     "attention.k_proj": "key",
     "attention.v_proj": "value",
 }
+# Backbone names after the "vit." or "deit." prefix; heads, which have no prefix, separately (ViT's first).
 _HF_GLOBAL_NAMES = {
-    "vit.embeddings.cls_token": "cls_token",
-    "vit.embeddings.position_embeddings": "pos_embed",
-    "vit.embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
-    "vit.embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
-    "vit.layernorm.weight": "norm.weight",
-    "vit.layernorm.bias": "norm.bias",
-    "classifier.weight": "head.weight",
-    "classifier.bias": "head.bias",
+    "embeddings.cls_token": "cls_token",
+    "embeddings.distillation_token": "dist_token",
+    "embeddings.position_embeddings": "pos_embed",
+    "embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+    "embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+    "layernorm.weight": "norm.weight",
+    "layernorm.bias": "norm.bias",
 }
-_HF_LAYER_KEY = re.compile(r"^vit\.(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias)$")
+_HF_HEAD_NAMES = {"classifier": "head", "cls_classifier": "head", "distillation_classifier": "head_dist"}
+_HF_BACKBONE_KEY = re.compile(r"^(?:vit|deit)\.(.+)$")
+_HF_HEAD_KEY = re.compile(r"^(classifier|cls_classifier|distillation_classifier)\.(weight|bias)$")
+_HF_LAYER_KEY = re.compile(r"^(?:encoder\.layer|layers)\.(\d+)\.(.+)\.(weight|bias)$")
 
 
 def hf_to_timm(state: Mapping[str, Tensor]) -> StateDict:
-    """Rename a Hugging Face ``ViTForImageClassification`` state dict into timm names (q, k, v fused into qkv)."""
+    """Rename a Hugging Face ``ViTForImageClassification``, ``DeiTForImageClassification`` or
+    ``DeiTForImageClassificationWithTeacher`` state dict into timm names (q, k, v fused into qkv)."""
     out: StateDict = {}
     qkv_parts: dict[tuple[int, str], dict[str, Tensor]] = {}
     for key, value in state.items():
-        if key in _HF_GLOBAL_NAMES:
-            out[_HF_GLOBAL_NAMES[key]] = value
+        if head := _HF_HEAD_KEY.match(key):
+            out[f"{_HF_HEAD_NAMES[head.group(1)]}.{head.group(2)}"] = value
             continue
-        match = _HF_LAYER_KEY.match(key)
+        backbone = _HF_BACKBONE_KEY.match(key)
+        name = backbone.group(1) if backbone else None
+        if name in _HF_GLOBAL_NAMES:
+            out[_HF_GLOBAL_NAMES[name]] = value
+            continue
+        match = _HF_LAYER_KEY.match(name) if name else None
         if match is None:
             out[key] = value  # left for the strict load to report
             continue
@@ -281,9 +383,15 @@ def hf_to_timm(state: Mapping[str, Tensor]) -> StateDict:
     return out
 
 
-def timm_to_hf(state: Mapping[str, Tensor]) -> StateDict:
-    """The inverse of :func:`hf_to_timm`: timm names into the names of Hugging Face checkpoint files."""
-    global_names = {timm: hf for hf, timm in _HF_GLOBAL_NAMES.items()}
+def timm_to_hf(state: Mapping[str, Tensor], backbone: str = "vit") -> StateDict:
+    """The inverse of :func:`hf_to_timm`: timm names into the names of Hugging Face checkpoint files
+    (``backbone="deit"`` for DeiT, whose heads are then ``cls_classifier`` and ``distillation_classifier``)."""
+    global_names = {timm: f"{backbone}.{hf}" for hf, timm in _HF_GLOBAL_NAMES.items()}
+    heads = {
+        "head": "cls_classifier" if "head_dist.weight" in state else "classifier",
+        "head_dist": "distillation_classifier",
+    }
+    global_names.update({f"{timm}.{kind}": f"{hf}.{kind}" for timm, hf in heads.items() for kind in ("weight", "bias")})
     block_names = {timm: hf for hf, timm in reversed(_HF_BLOCK_NAMES.items())}  # the checkpoint-file spelling
     out: StateDict = {}
     for key, value in state.items():
@@ -294,7 +402,7 @@ def timm_to_hf(state: Mapping[str, Tensor]) -> StateDict:
         if match is None:
             raise ValueError(f"no Hugging Face name for {key!r}")
         index, name, kind = match.groups()
-        prefix = f"vit.encoder.layer.{index}."
+        prefix = f"{backbone}.encoder.layer.{index}."
         if name == "attn.qkv":
             for part, chunk in zip(("query", "key", "value"), value.chunk(3)):
                 out[f"{prefix}attention.attention.{part}.{kind}"] = chunk.clone()
@@ -303,8 +411,9 @@ def timm_to_hf(state: Mapping[str, Tensor]) -> StateDict:
     return out
 
 
-def config_from_hf(hf_config: Mapping, num_heads: int | None = None) -> ViTConfig:
-    """Read a Hugging Face ``ViTConfig`` dict (``config.json``)."""
+def config_from_hf(hf_config: Mapping, state: Mapping[str, Tensor], num_heads: int | None = None) -> ViTConfig:
+    """Read a Hugging Face ViT or DeiT ``config.json``; pooling and prefix tokens come from the (timm-named)
+    weights ``state``, as for timm checkpoints."""
     if hf_config.get("hidden_act", "gelu") != "gelu":
         raise ValueError(f"unsupported ViT activation {hf_config['hidden_act']!r}; only exact 'gelu' is implemented")
     id2label = hf_config.get("id2label") or {}
@@ -321,4 +430,25 @@ def config_from_hf(hf_config: Mapping, num_heads: int | None = None) -> ViTConfi
         qkv_bias=hf_config.get("qkv_bias", True),
         layer_norm_eps=hf_config.get("layer_norm_eps", 1e-12),
         class_names=class_names,
+        **layout_from_timm(state),
     )
+
+
+def build(
+    state: Mapping[str, Tensor], hf_config: Mapping | None, num_heads: int | None, num_labels: int | None
+) -> VisionTransformer:
+    """A :class:`VisionTransformer` with the checkpoint's weights, in timm or Hugging Face names. A ViT
+    checkpoint brings its own head, so ``num_labels`` (the builders' common signature) is not used."""
+    if is_hf_vit(state):
+        state = hf_to_timm(state)
+    if not is_timm_vit(state):
+        raise ValueError(
+            "not a ViT checkpoint: expected timm keys (cls_token, patch_embed.proj.weight, ...) "
+            "or Hugging Face ViT/DeiT keys"
+        )
+    config = (
+        config_from_hf(hf_config, state, num_heads) if hf_config is not None else config_from_timm(state, num_heads)
+    )
+    model = VisionTransformer(config)
+    load_strict(model, timm_to_ours(state), source="the ViT checkpoint")
+    return model
