@@ -76,6 +76,19 @@ def tiny_images() -> torch.Tensor:
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
 
 
+def spread_hf_weights(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Redraw a transformers model's weights so that attention is peaked and logits differ clearly (its own init,
+    std 0.02, makes every token look alike); returns it in eval mode."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "LayerNorm.weight" in name:
+                param.copy_(1 + 0.1 * torch.randn_like(param))
+            else:
+                param.normal_(0, 0.3 if param.dim() > 1 else 0.05)
+    return model.eval()
+
+
 def minmax(values: np.ndarray | torch.Tensor) -> np.ndarray:
     values = np.asarray(values, dtype=np.float64)
     return (values - values.min()) / (values.max() - values.min())

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from conftest import spread_hf_weights
 from safetensors.torch import save_file
 
 import tokenattr
@@ -36,15 +37,8 @@ def _minilm_folder() -> Path:
 
 def _random_hf_bert(seed: int = 0, **overrides) -> transformers.BertForSequenceClassification:
     torch.manual_seed(seed)
-    config = transformers.BertConfig(**{**SMALL, **overrides})
-    model = transformers.BertForSequenceClassification(config).eval()
-    with torch.no_grad():  # spread the weights so attention is peaked and the logits differ clearly
-        for name, param in model.named_parameters():
-            if "LayerNorm.weight" in name:
-                param.copy_(1 + 0.1 * torch.randn_like(param))
-            else:
-                param.normal_(0, 0.3 if param.dim() > 1 else 0.05)
-    return model
+    model = transformers.BertForSequenceClassification(transformers.BertConfig(**{**SMALL, **overrides}))
+    return spread_hf_weights(model, seed)
 
 
 def _padded_batch(vocab_size: int = SMALL["vocab_size"]) -> dict[str, torch.Tensor]:
@@ -174,7 +168,7 @@ def test_bert_errors_name_the_problem(tmp_path):
         tokenattr.load_model(tmp_path)
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "model_type": "gpt2"}))
-    with pytest.raises(ValueError, match="supported: bert, roberta, vit"):
+    with pytest.raises(ValueError, match="model_type .gpt2.; supported: .*bert.*vit"):
         tokenattr.load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="no tokenizer"):
         load_tokenizer(tmp_path / "missing")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers
+from conftest import spread_hf_weights
 
 import tokenattr
 from tokenattr.models import BertClassifier
@@ -30,14 +31,7 @@ TOKEN_METHODS = [name for name, method in tokenattr.METHODS.items() if not metho
 
 def _random_hf_roberta(seed: int = 0) -> transformers.RobertaForSequenceClassification:
     torch.manual_seed(seed)
-    model = transformers.RobertaForSequenceClassification(transformers.RobertaConfig(**SMALL)).eval()
-    with torch.no_grad():  # spread the weights so attention is peaked and the logits differ clearly
-        for name, param in model.named_parameters():
-            if "LayerNorm.weight" in name:
-                param.copy_(1 + 0.1 * torch.randn_like(param))
-            else:
-                param.normal_(0, 0.3 if param.dim() > 1 else 0.05)
-    return model
+    return spread_hf_weights(transformers.RobertaForSequenceClassification(transformers.RobertaConfig(**SMALL)), seed)
 
 
 def _padded_batch() -> dict[str, torch.Tensor]:
