@@ -342,3 +342,16 @@ def test_results_file_rejects_what_eraser_rejects(tmp_path: Path) -> None:
     path.write_text(json.dumps(good) + "\n{oops\n")
     with pytest.raises(ValueError, match="line 2"):
         read_eraser_results(path)
+
+
+def test_random_ranking_draws_only_from_the_words_a_truncated_model_reads():
+    from tokenattr.data.eraser import Annotation
+    from tokenattr.evaluation.rationale import random_ranking_table
+
+    annotation = Annotation("doc", "POS", [Evidence("doc", 8, 9, "late")], ["doc"])
+    documents = {"doc": [f"w{i}" for i in range(10)]}
+    everything = random_ranking_table([annotation], documents, ks=(10,))
+    assert everything[10]["instance_macro"]["r"] == 1  # all ten words picked, the rationale among them
+    truncated = random_ranking_table([annotation], documents, ks=(10,), seen={"doc": 5})
+    assert truncated[10]["instance_macro"]["r"] == 0  # word 8 lies beyond what the model read
+    assert truncated[10]["instance_micro"]["p"] == 0 and math.isclose(everything[10]["instance_micro"]["p"], 0.1)

@@ -235,14 +235,20 @@ def random_ranking_table(
     documents: Mapping[str, Sequence[str]],
     ks: Sequence[int] = RATIONALE_TOP_K,
     seed: int = 0,
+    seen: Mapping[str, int] | None = None,
 ) -> dict[int, dict[str, dict[str, float]]]:
-    """The table of :meth:`RationaleScores.compute` for a ranking that scores every word uniformly at random:
-    the floor a method must clear to have found anything. ``documents`` maps each annotation's first docid to
-    its words."""
+    """The table of :meth:`RationaleScores.compute` for a ranking that scores words uniformly at random: the floor
+    a method must clear to have found anything. ``documents`` maps each annotation's first docid to its words;
+    ``seen`` (docid → count) restricts the draw to each document's first words, those a truncated model reads, so
+    that the floor picks from the same words as the methods."""
     rng = np.random.default_rng(seed)
     scores = RationaleScores(ks)
     for annotation in annotations:
-        scores.update(annotation, rng.random(len(documents[annotation.docids[0]])))
+        docid = annotation.docids[0]
+        word_scores = rng.random(len(documents[docid]))
+        if seen is not None:
+            word_scores[seen[docid] :] = np.nan
+        scores.update(annotation, word_scores)
     return scores.compute()
 
 
