@@ -33,7 +33,6 @@ import tokenattr
 from tokenattr import cli
 from tokenattr.data.newsgroups import load_20newsgroups, perturbation_sample
 from tokenattr.evaluation import NEWSGROUPS_STEPS
-from tokenattr.models import load_tokenizer
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -73,10 +72,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     num_labels = len(test.label_names)
     model = tokenattr.load_model(args.checkpoint, family="bert", num_labels=num_labels, device=args.device)
     _check_class_names(model.config.class_names, test.label_names, args.checkpoint)
-    if args.max_length > model.max_length:
-        raise ValueError(f"--max-length {args.max_length} exceeds the model's {model.max_length} positions")
-    tokenizer = load_tokenizer(args.tokenizer)
-    batches, truncated = cli.encode_batches(tokenizer, texts, labels, args.batch_size, args.max_length)
+    batches, truncated = cli.perturbation_batches(model, args, texts, labels)
     return cli.run_text_perturbation_test(
         model,
         batches,

@@ -24,7 +24,6 @@ import tokenattr
 from tokenattr import cli
 from tokenattr.data.eraser import ERASER_SPLITS, MOVIE_LABELS, load_annotations, load_documents, words_to_text
 from tokenattr.evaluation import MOVIES_STEPS
-from tokenattr.models import load_tokenizer
 
 DEFAULT_DATA_DIR = cli.ERASER_MOVIES_DIR
 
@@ -75,10 +74,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     labels = [MOVIE_LABELS[annotation.label] for annotation in annotations]
 
     model = tokenattr.load_model(args.checkpoint, family="bert", num_labels=len(MOVIE_LABELS), device=args.device)
-    if args.max_length > model.max_length:
-        raise ValueError(f"--max-length {args.max_length} exceeds the model's {model.max_length} positions")
-    tokenizer = load_tokenizer(args.tokenizer)
-    batches, truncated = cli.encode_batches(tokenizer, texts, labels, args.batch_size, args.max_length)
+    batches, truncated = cli.perturbation_batches(model, args, texts, labels)
     return cli.run_text_perturbation_test(
         model,
         batches,

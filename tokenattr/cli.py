@@ -275,6 +275,18 @@ def run_text_perturbation_test(
     return output
 
 
+def perturbation_batches(
+    model, args: argparse.Namespace, texts: Sequence[str], labels: Sequence[int]
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], int]:
+    """The perturbation scripts' batches: ``--max-length`` checked against the model, the tokenizer of
+    ``args.tokenizer``, then :func:`encode_batches`."""
+    from tokenattr.models import load_tokenizer
+
+    if args.max_length > model.max_length:
+        raise ValueError(f"--max-length {args.max_length} exceeds the model's {model.max_length} positions")
+    return encode_batches(load_tokenizer(args.tokenizer), texts, labels, args.batch_size, args.max_length)
+
+
 def text_perturbation_table(results: dict[str, dict]) -> str:
     """``{method: text_perturbation_test result}`` as a table: accuracy (×100) per step, and both AUCs (×100)."""
     first = next(iter(results.values()))
