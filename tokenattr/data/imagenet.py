@@ -9,10 +9,12 @@ Two layouts are read:
   given explicitly; :func:`devkit_labels` makes them from the devkit's ground-truth file.
 
 Labels are indices into the sorted WordNet ids, the training label order of torchvision and timm.
+:func:`imagenet_class_names` names them in that order, and :func:`zero_shot_prompts` makes CLIP's prompts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from os import PathLike
@@ -25,6 +27,43 @@ from tokenattr.data.transforms import load_rgb, resize_to_tensor
 
 # torchvision's IMG_EXTENSIONS, matched case-insensitively as ImageFolder does.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+CLASS_NAMES_PATH = Path(__file__).resolve().parent.parent / "assets" / "imagenet_class_names.json"
+# The original's template (spec §5.6), without a full stop; it filled in torchvision's tuples of synonyms.
+ZERO_SHOT_TEMPLATE = "a photo of a {}"
+
+
+def imagenet_class_names(distinct: bool = True) -> list[str]:
+    """The 1,000 clean ImageNet class names of CLIP's zero-shot evaluation; entry ``i`` names label ``i``.
+
+    Args:
+        distinct: CLIP's list calls classes 657 and 744 both "missile", and 836 and 837 both "sunglasses",
+            so their prompts coincide and the second of each pair can never win an argmax. By default 744 is
+            "projectile" and 836 "sunglass" (their WordNet names); ``False`` gives CLIP's list verbatim.
+
+    The list and its source are in ``tokenattr/assets/imagenet_class_names.json``.
+    """
+    with open(CLASS_NAMES_PATH, encoding="utf-8") as file:
+        asset = json.load(file)
+    names = list(asset["class_names"])
+    if distinct:
+        for index, name in asset["distinct_names"].items():
+            names[int(index)] = name
+    return names
+
+
+def zero_shot_prompts(class_names: Sequence[str] | None = None, template: str = ZERO_SHOT_TEMPLATE) -> list[str]:
+    """One prompt per class: ``template`` with the class name in place of its ``{}``.
+
+    Args:
+        class_names: defaults to :func:`imagenet_class_names`.
+        template: a string with exactly one ``{}``; the default is the original's "a photo of a {}" (CLIP's
+            own evaluation uses "a photo of a {}." among others).
+    """
+    if template.count("{}") != 1:
+        raise ValueError(f"template must hold exactly one '{{}}' for the class name, got {template!r}")
+    if class_names is None:
+        class_names = imagenet_class_names()
+    return [template.replace("{}", name) for name in class_names]
 
 
 def folder_samples(root: str | PathLike) -> tuple[list[Path], list[int], list[str]]:

@@ -2,8 +2,10 @@
 
 The ViT tests (spec §5.1, §5.2, §6) resize to 224×224 with no crop and no aspect preservation,
 convert to [0, 1], and normalise with mean = std = 0.5 just before the model. Segmentation labels are
-resized with nearest neighbour. These functions reproduce torchvision's ``Resize`` (on PIL images,
-where bilinear is PIL's antialiased ``BILINEAR``), ``ToTensor`` and ``Normalize``.
+resized with nearest neighbour. CLIP (spec §5.6) resizes the short side with bicubic, centre-crops,
+and normalises with the model's ``config.image_mean`` / ``image_std`` (``tokenattr.models.clip.CLIP_MEAN``).
+These functions reproduce torchvision's ``Resize`` (on PIL images, where bilinear and bicubic are PIL's
+antialiased filters), ``CenterCrop``, ``ToTensor`` and ``Normalize``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 BILINEAR = Image.Resampling.BILINEAR
+BICUBIC = Image.Resampling.BICUBIC
 NEAREST = Image.Resampling.NEAREST
 
 
@@ -54,11 +57,41 @@ def resize_to_tensor(
         size: ``(H, W)`` of the output, or one int for a square; the aspect ratio is not kept.
         resample: PIL filter; the default ``BILINEAR`` is torchvision's antialiased bilinear on PIL images.
     """
-    if image.mode != "RGB":
-        raise ValueError(f"resize_to_tensor expects an RGB image, got mode {image.mode!r}; decode with load_rgb")
+    _check_rgb(image, "resize_to_tensor")
     height, width = _size_hw(size)
-    resized = image.resize((width, height), resample=resample)  # PIL takes (width, height)
-    pixels = torch.from_numpy(np.asarray(resized, dtype=np.uint8).copy())  # [H, W, 3]
+    return _to_tensor(image.resize((width, height), resample=resample))  # PIL takes (width, height)
+
+
+def clip_image_to_tensor(image: Image.Image, size: int = 224, resample: Image.Resampling = BICUBIC) -> torch.Tensor:
+    """CLIP's ``Resize(size, BICUBIC)``, ``CenterCrop(size)``, ``ToTensor``: float32 ``[3, size, size]`` in [0, 1].
+
+    The short side becomes ``size`` and the long side ``int(size * long / short)`` (torchvision's rule); the
+    crop starts at ``round((W - size) / 2)``, ``round((H - size) / 2)``. Normalise with the model's
+    ``config.image_mean`` and ``image_std`` before the model.
+
+    Args:
+        image: an RGB PIL image (see :func:`load_rgb`).
+        size: the crop side, CLIP's input resolution.
+        resample: PIL filter of the resize; the default is OpenAI's bicubic.
+    """
+    _check_rgb(image, "clip_image_to_tensor")
+    width, height = image.size
+    short, long = sorted((width, height))
+    scaled = int(size * long / short)
+    new_width, new_height = (size, scaled) if width <= height else (scaled, size)
+    image = image.resize((new_width, new_height), resample=resample)  # a copy when the size is already right
+    left, top = round((new_width - size) / 2), round((new_height - size) / 2)
+    return _to_tensor(image.crop((left, top, left + size, top + size)))
+
+
+def _check_rgb(image: Image.Image, caller: str) -> None:
+    if image.mode != "RGB":
+        raise ValueError(f"{caller} expects an RGB image, got mode {image.mode!r}; decode with load_rgb")
+
+
+def _to_tensor(image: Image.Image) -> torch.Tensor:
+    """``ToTensor`` of an RGB image: uint8 ``[H, W, 3]`` to float32 ``[3, H, W]`` divided by 255."""
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())  # [H, W, 3]
     return pixels.permute(2, 0, 1).to(torch.float32).div(255.0)
 
 
