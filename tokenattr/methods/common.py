@@ -58,6 +58,7 @@ def recorded_forward(
     *,
     differentiable: bool = False,
     value_proj: bool = False,
+    value_proj_from: str = "block-input",
     input_scale: Tensor | None = None,
 ) -> tuple[dict[int, BlockRecord], Tensor, Tensor, Tensor]:
     """Run the model once, recording ``layers``. Returns ``(records, target [B], score, logits)``.
@@ -67,7 +68,9 @@ def recorded_forward(
     """
     with (
         torch.set_grad_enabled(differentiable),
-        record(model, layers, differentiable=differentiable, value_proj=value_proj) as records,
+        record(
+            model, layers, differentiable=differentiable, value_proj=value_proj, value_proj_from=value_proj_from
+        ) as records,
     ):
         logits = model(**inputs, input_scale=input_scale)
     target = resolve_target(target, logits)
@@ -120,18 +123,23 @@ def residual_rollout(transitions: list[Tensor], normalise_rows: bool = False) ->
     return rollout
 
 
-def pooled_row(model: nn.Module, matrix: Tensor) -> Tensor:
+def pooled_row(model: nn.Module, matrix: Tensor, inputs: Inputs) -> Tensor:
     """The row ``[..., N]`` of a ``[..., N, N]`` matrix at the token(s) the prediction is made from, combined as
     the classifier combines them (``model.pooling``; spec §3.4):
 
     * ``"cls"``: the class token's row;
     * ``"mean"``: the mean of the patch rows (MAE pools all of them);
     * ``"cls+dist"``: the mean of the class- and distillation-token rows (DeiT averages the logits of their heads);
-    * ``"cls+mean"``: the class row plus the mean of the patch rows (DINO's linear head adds a term from each).
+    * ``"cls+mean"``: the class row plus the mean of the patch rows (DINO's linear head adds a term from each);
+    * ``"eot"``: each sequence's end-of-text row (CLIP's text tower; ``model.end_positions(inputs)``).
     """
     pooling = model.pooling
     if pooling == "cls":
         return matrix[..., 0, :]
+    if pooling == "eot":
+        rows = model.end_positions(inputs).view(-1, *[1] * (matrix.dim() - 2))  # [B, 1, (1)]
+        index = rows.expand(*matrix.shape[:-2], 1)[..., None].expand(*matrix.shape[:-2], 1, matrix.shape[-1])
+        return matrix.gather(-2, index).squeeze(-2)
     if pooling == "cls+dist":
         return matrix[..., :2, :].mean(dim=-2)
     patch_mean = matrix[..., model.num_prefix_tokens :, :].mean(dim=-2)
@@ -139,7 +147,9 @@ def pooled_row(model: nn.Module, matrix: Tensor) -> Tensor:
         return patch_mean
     if pooling == "cls+mean":
         return matrix[..., 0, :] + patch_mean
-    raise ValueError(f"unknown pooling {pooling!r} of {type(model).__name__}; expected cls, mean, cls+dist or cls+mean")
+    raise ValueError(
+        f"unknown pooling {pooling!r} of {type(model).__name__}; expected cls, mean, cls+dist, cls+mean or eot"
+    )
 
 
 def read_off(model: nn.Module, token_matrix: Tensor, inputs: Inputs) -> Tensor:
@@ -148,13 +158,15 @@ def read_off(model: nn.Module, token_matrix: Tensor, inputs: Inputs) -> Tensor:
 
     Image models return the non-prefix tokens ``[B, N - prefix]``; text models (``keeps_prefix_positions``)
     return every position ``[B, N]`` with the prefix ([CLS]) and padding set to 0, so that positions line up
-    with ``input_ids``.
+    with ``input_ids`` (a text pooled at its end-of-text token, CLIP's, has that token set to 0 too).
     """
     prefix = model.num_prefix_tokens
-    row = pooled_row(model, token_matrix)
+    row = pooled_row(model, token_matrix, inputs)
     if not getattr(model, "keeps_prefix_positions", False):
         return row[:, prefix:]
     row = row.clone()
     row[:, :prefix] = 0
+    if model.pooling == "eot":  # the pooled token itself, as the class token of image models
+        row[torch.arange(row.shape[0], device=row.device), model.end_positions(inputs)] = 0
     mask = padding_mask(inputs)
     return row if mask is None else row * mask

@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from . import bert, vit
+from . import bert, clip, vit
 from .bert import BertClassifier, BertConfig, encode_texts, load_tokenizer
+from .clip import CLIPConfig, CLIPModel
 from .layers import BlockRecord, record
 from .loading import (
     CheckpointMismatchError,
@@ -20,8 +21,8 @@ from .loading import (
 )
 from .vit import VisionTransformer, ViTConfig
 
-FAMILIES = ("vit", "bert")
-HF_MODEL_TYPES = {"vit": "vit", "deit": "vit", "bert": "bert", "roberta": "bert"}  # config.json "model_type" -> family
+FAMILIES = ("vit", "bert", "clip")
+HF_MODEL_TYPES = {"vit": "vit", "deit": "vit", "bert": "bert", "roberta": "bert", "clip": "clip"}  # config.json "model_type" -> family
 
 
 def _family_of_hf_config(hf_config: Mapping) -> str:
@@ -38,13 +39,15 @@ def _family_of_state_dict(state: Mapping[str, Tensor]) -> str:
         return "vit"
     if bert.is_hf_bert(state):  # BERT or RoBERTa names: both run on the BERT code path
         return "bert"
+    if clip.is_openai_clip(state) or clip.is_hf_clip(state):
+        return "clip"
     raise ValueError(
         f"could not recognise the architecture from the checkpoint's keys (first: {sorted(state)[:5]}); "
         f"supported families: {', '.join(FAMILIES)} — pass family= if it is one of them"
     )
 
 
-_BUILDERS = {"vit": vit.build, "bert": bert.build}
+_BUILDERS = {"vit": vit.build, "bert": bert.build, "clip": clip.build}
 
 
 def load_model(
@@ -57,8 +60,9 @@ def load_model(
     """Build a model from a checkpoint, reading the architecture from the weights (DESIGN §3).
 
     Args:
-        source: a checkpoint file (``.pth``/``.pt``/``.bin``, ``.safetensors``, ``.npz``), a Hugging Face
-            model folder (``config.json`` + weights), or an in-memory ``{name: tensor}`` mapping.
+        source: a checkpoint file (``.pth``/``.pt``/``.bin``, ``.safetensors``, ``.npz``; OpenAI CLIP's TorchScript
+            ``.pt`` archives too), a Hugging Face model folder (``config.json`` + weights), or an in-memory
+            ``{name: tensor}`` mapping.
         family: one of ``FAMILIES`` (``"bert"`` also runs RoBERTa); detected from the checkpoint when ``None``.
         num_heads: attention heads, which a state dict does not record; default width/64 (Hugging Face
             folders give it in ``config.json``).
@@ -107,6 +111,8 @@ __all__ = [
     "FAMILIES",
     "BertClassifier",
     "BertConfig",
+    "CLIPConfig",
+    "CLIPModel",
     "encode_texts",
     "load_tokenizer",
     "BlockRecord",

@@ -205,6 +205,11 @@ class BertClassifier(nn.Module):
         hidden = self.encoder(hidden, self.attention_bias(attention_mask, hidden.dtype), first_block)
         return self.classifier(torch.tanh(self.pooler(hidden[:, 0])))
 
+    def logits_from_block(self, hidden: Tensor, first_block: int, inputs: Mapping[str, Tensor]) -> Tensor:
+        """Logits ``[B, C]`` from ``hidden`` ``[B, N, D]``, the input of block ``first_block``: the rest of the
+        forward pass, masked by ``inputs["attention_mask"]`` when the inputs have one."""
+        return self.classify_hidden(hidden, inputs.get("attention_mask"), first_block)
+
     @torch.no_grad()
     def relprop(
         self,

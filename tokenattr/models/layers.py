@@ -36,6 +36,9 @@ def make_activation(name: str) -> nn.Module:
     raise ValueError(f"unknown activation {name!r}; expected one of 'gelu', 'quick_gelu'")
 
 
+VALUE_PROJ_SOURCES = ("block-input", "after-attention")
+
+
 @dataclass
 class BlockRecord:
     """What one block recorded in a forward pass. Tensors are the ones the forward computed (no copies).
@@ -49,10 +52,17 @@ class BlockRecord:
             post-LN: the previous block's normalised output).
         value_proj: ``[B, N, D]`` ``v W_o^T`` — each token's value vector (heads concatenated, value bias
             included) through the output projection, without the output bias; ``None`` unless requested.
+        value_proj_from: the state the value projection is computed from: ``"block-input"`` (the attention's own
+            input) or ``"after-attention"`` (the attention's input recomputed from the state after the attention
+            residual — what the original CLIP code does by mistake, spec §9.13; kept to reproduce it).
+        attn_scale: ``[B]`` or ``None``: when set, the block uses ``attn_scale · A`` in place of its softmax
+            attention ``A``, and ``attn_probs`` is that scaled map (see :func:`record`).
     """
 
     keep_value_proj: bool = False
     differentiable: bool = False
+    attn_scale: Tensor | None = None
+    value_proj_from: str = "block-input"
     attn_probs: Tensor | None = None
     block_input: Tensor | None = None
     value_proj: Tensor | None = None
@@ -65,6 +75,8 @@ class Recording:
     layers: frozenset[int]
     keep_value_proj: bool = False
     differentiable: bool = False
+    attn_scale: Tensor | None = None
+    value_proj_from: str = "block-input"
     records: dict[int, BlockRecord] = field(default_factory=dict)
 
 
@@ -94,6 +106,14 @@ class Attention(nn.Module):
             scores = scores + attn_mask
         return scores.softmax(dim=-1)
 
+    def _project_values(self, value: Tensor) -> Tensor:
+        """``v W_o^T`` ``[B, N, D]`` from the values ``[B, H, N, d]``."""
+        return self._merge_heads(value) @ self.proj.weight.T
+
+    def value_projection(self, x: Tensor) -> Tensor:
+        """``v W_o^T`` ``[B, N, D]`` of the attention input ``x``."""
+        return self._project_values(self._heads(x)[2])
+
     @staticmethod
     def _merge_heads(per_head: Tensor) -> Tensor:
         """``[B, H, N, d]`` -> ``[B, N, H*d]``."""
@@ -111,13 +131,15 @@ class Attention(nn.Module):
         if record is None:
             context = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_mask)
         else:
-            attn_probs = self._probs(query, key, attn_mask)
+            attn_probs = self._probs(query, key, attn_mask)  # [B, H, N, N]
+            if record.attn_scale is not None:
+                attn_probs = attn_probs * record.attn_scale.to(attn_probs).view(-1, 1, 1, 1)
             if record.differentiable and not attn_probs.requires_grad:
                 attn_probs.requires_grad_()  # frozen weights: make the map itself a leaf to differentiate
             record.attn_probs = attn_probs
             context = attn_probs @ value
-            if record.keep_value_proj:
-                record.value_proj = self._merge_heads(value) @ self.proj.weight.T
+            if record.keep_value_proj and record.value_proj_from == "block-input":
+                record.value_proj = self._project_values(value)
         return self.proj(self._merge_heads(context))
 
     @torch.no_grad()
@@ -185,8 +207,12 @@ class Block(nn.Module):
             record.block_input = x
         if self.norm_first:
             x = x + self.attn(self.norm1(x), attn_mask, record)
+        else:
+            x = self.norm1(x + self.attn(x, attn_mask, record))
+        if record is not None and record.keep_value_proj and record.value_proj_from == "after-attention":
+            record.value_proj = self.attn.value_projection(self.norm1(x) if self.norm_first else x)
+        if self.norm_first:
             return x + self.mlp(self.norm2(x))
-        x = self.norm1(x + self.attn(x, attn_mask, record))
         return self.norm2(x + self.mlp(x))
 
     @torch.no_grad()
@@ -220,6 +246,8 @@ class Encoder(nn.Module):
 
     def forward(self, hidden: Tensor, attn_mask: Tensor | None = None, first_block: int = 0) -> Tensor:
         """Run blocks ``first_block..L-1`` on ``hidden`` (the input of block ``first_block``)."""
+        if not isinstance(first_block, int) or not 0 <= first_block < len(self.blocks):
+            raise ValueError(f"first_block must be a block index in 0..{len(self.blocks) - 1}, got {first_block!r}")
         recording = self.recording
         for index, block in enumerate(self.blocks):
             if index < first_block:
@@ -229,7 +257,12 @@ class Encoder(nn.Module):
                 continue
             record = None
             if index in recording.layers:
-                record = BlockRecord(recording.keep_value_proj, recording.differentiable)
+                record = BlockRecord(
+                    recording.keep_value_proj,
+                    recording.differentiable,
+                    recording.attn_scale,
+                    value_proj_from=recording.value_proj_from,
+                )
                 recording.records[index] = record
             # Gradients are only taken w.r.t. recorded maps, so earlier blocks need no autograd graph.
             grad_mode = index >= min(recording.layers) if recording.differentiable else torch.is_grad_enabled()
@@ -285,13 +318,18 @@ def record(
     *,
     value_proj: bool = False,
     differentiable: bool = False,
+    attn_scale: Tensor | None = None,
+    value_proj_from: str = "block-input",
 ) -> Iterator[dict[int, BlockRecord]]:
     """Record the given blocks (0-based, negative counts from the end; default all) during forward passes.
 
     Yields a dict ``{block index: BlockRecord}`` that fills as the model runs. With ``differentiable=True``
     the recorded attention maps are in the autograd graph and blocks before the first recorded one run
-    without autograd: only gradients w.r.t. the recorded maps are meant to be taken. The model is left
-    exactly as it was on exit, also after an error.
+    without autograd: only gradients w.r.t. the recorded maps are meant to be taken. ``attn_scale`` ``[B]``
+    multiplies each sample's attention maps in the recorded blocks, ``A -> attn_scale · A``, before the block
+    uses them (and before they are recorded): the path along which the cheap reasoning feedback integrates.
+    ``value_proj_from`` says which state the recorded value projection comes from (see :class:`BlockRecord`).
+    The model is left exactly as it was on exit, also after an error.
     """
     encoder = _encoder_of(model)
     depth = len(encoder.blocks)
@@ -307,7 +345,12 @@ def record(
         raise RuntimeError("a differentiable recording needs grad mode; it was called under torch.no_grad()")
     if encoder.recording is not None:
         raise RuntimeError("this model is already recording; recordings do not nest")
-    encoder.recording = Recording(frozenset(normalised), value_proj, differentiable)
+    if attn_scale is not None and (not isinstance(attn_scale, Tensor) or attn_scale.dim() != 1):
+        got = tuple(attn_scale.shape) if isinstance(attn_scale, Tensor) else type(attn_scale).__name__
+        raise ValueError(f"attn_scale must be a tensor [B] (one factor per sample), got {got}")
+    if value_proj_from not in VALUE_PROJ_SOURCES:
+        raise ValueError(f"value_proj_from must be one of {', '.join(VALUE_PROJ_SOURCES)}, got {value_proj_from!r}")
+    encoder.recording = Recording(frozenset(normalised), value_proj, differentiable, attn_scale, value_proj_from)
     try:
         yield encoder.recording.records
     finally:

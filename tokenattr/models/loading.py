@@ -7,6 +7,8 @@ and checks that a converted state dict fits a model exactly.
 from __future__ import annotations
 
 import json
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from torch import Tensor, nn
 
 StateDict = dict[str, Tensor]
 
-STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".safetensors", ".npz")
+# ".pth.tar": torch.save files named as PyTorch's ImageNet example names them (MoCo v3's linear-vit-b-300ep.pth.tar)
+STATE_DICT_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pth.tar", ".safetensors", ".npz")
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Training checkpoints nest the weights; MAE uses "model", many others "state_dict".
 NESTING_KEYS = ("model", "state_dict", "module")
@@ -29,13 +32,14 @@ class CheckpointMismatchError(ValueError):
 def read_state_dict(path: str | Path) -> StateDict:
     """Read a ``.pth``/``.pt``/``.bin``, ``.safetensors`` or ``.npz`` file into ``{name: tensor}``.
 
-    Pickles are read with ``weights_only=True``; nested training checkpoints (``{"model": ...}``) and the
+    Pickles are read with ``weights_only=True``; a TorchScript archive (OpenAI CLIP's ``.pt``) is read for its
+    tensors (its TorchScript code is never run); nested training checkpoints (``{"model": ...}``) and the
     ``module.`` prefix of DistributedDataParallel are unwrapped.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    suffix = path.suffix.lower()
+    suffix = ".pth.tar" if path.name.lower().endswith(".pth.tar") else path.suffix.lower()
     if suffix not in STATE_DICT_SUFFIXES:
         raise ValueError(f"unsupported checkpoint file {path.name!r}; expected one of {', '.join(STATE_DICT_SUFFIXES)}")
     try:
@@ -46,11 +50,24 @@ def read_state_dict(path: str | Path) -> StateDict:
         elif suffix == ".npz":
             with np.load(path) as arrays:
                 state = {name: torch.from_numpy(np.array(arrays[name])) for name in arrays.files}
+        elif _is_torchscript_archive(path):
+            with warnings.catch_warnings():  # torch >= 2.9 deprecates TorchScript; its archives still load
+                warnings.simplefilter("ignore", DeprecationWarning)
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # the readers' own messages do not name the file
         raise ValueError(f"could not read {path} as a {suffix} checkpoint: {error}") from error
     return unwrap_state_dict(state, source=str(path))
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    """TorchScript archives are zip files holding ``<name>/constants.pkl`` and compiled code, unlike
+    ``torch.save`` files."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
 def unwrap_state_dict(state: Mapping, source: str = "the checkpoint") -> StateDict:

@@ -149,6 +149,11 @@ class VisionTransformer(nn.Module):
         hidden = self._tokens(pixel_values) + self.pos_embed  # [B, N, D]
         return self._classify(self.norm(self.encoder(hidden)))
 
+    def logits_from_block(self, hidden: Tensor, first_block: int, inputs: Mapping[str, Tensor]) -> Tensor:
+        """Logits ``[B, C]`` from ``hidden`` ``[B, N, D]``, the input of block ``first_block``: the rest of the
+        forward pass. ``inputs`` are the model's inputs (unused here: a ViT has no attention mask)."""
+        return self._classify(self.norm(self.encoder(hidden, None, first_block)))
+
     def _tokens(self, pixel_values: Tensor) -> Tensor:
         """The prefix tokens followed by the patch embeddings, before position embeddings: ``[B, N, D]``."""
         patches = self.patch_embed.proj(pixel_values).flatten(2).transpose(1, 2)  # [B, N_patches, D]
@@ -246,14 +251,36 @@ def layout_from_timm(state: Mapping[str, Tensor]) -> dict:
     else:
         pooling = "cls"
     distilled = "dist_token" in state
-    # The JAX ViTs were trained on inputs normalised with 0.5/0.5; MAE, DeiT and DINO with ImageNet's statistics.
-    imagenet = pooling != "cls" or distilled
+    # The JAX ViTs were trained on inputs normalised with 0.5/0.5; MAE, DeiT, DINO and MoCo v3 with ImageNet's.
+    imagenet = pooling != "cls" or distilled or has_moco_v3_position_embedding(state)
     return dict(
         pooling=pooling,
         distillation_token=distilled,
         image_mean=IMAGENET_MEAN if imagenet else ORIGINAL_MEAN_STD,
         image_std=IMAGENET_STD if imagenet else ORIGINAL_MEAN_STD,
     )
+
+
+def sincos_position_embedding(grid: int, dim: int, temperature: float = 10000.0) -> Tensor:
+    """MoCo v3's fixed 2-D sine-cosine position embedding of a ``grid × grid`` patch grid, ``[grid², dim]``:
+    ``[sin(x ω), cos(x ω), sin(y ω), cos(y ω)]`` with ``ω_k = temperature^(-k / (dim / 4))``; the patch at row
+    ``i``, column ``j`` of the grid has ``x = i``, ``y = j`` (its meshgrid's order)."""
+    quarter = dim // 4
+    omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float32) / quarter)
+    coords = torch.arange(grid, dtype=torch.float32)
+    x, y = torch.meshgrid(coords, coords, indexing="ij")
+    angles_x, angles_y = x.flatten()[:, None] * omega, y.flatten()[:, None] * omega  # [grid², dim / 4]
+    return torch.cat([angles_x.sin(), angles_x.cos(), angles_y.sin(), angles_y.cos()], dim=1)
+
+
+def has_moco_v3_position_embedding(state: Mapping[str, Tensor]) -> bool:
+    """Whether the position embedding is MoCo v3's fixed one (a zero class-token row, then the sine-cosine table,
+    never trained): the mark of a MoCo v3 ViT (``linear-vit-b-300ep.pth.tar``), whose keys are timm's."""
+    pos_embed = state["pos_embed"][0]  # [1 + N_patches, D]
+    grid, dim = math.isqrt(pos_embed.shape[0] - 1), pos_embed.shape[1]
+    if grid * grid != pos_embed.shape[0] - 1 or dim % 4 or pos_embed[0].any():
+        return False
+    return torch.allclose(pos_embed[1:].float(), sincos_position_embedding(grid, dim), atol=1e-5)
 
 
 def config_from_timm(state: Mapping[str, Tensor], num_heads: int | None = None) -> ViTConfig:
