@@ -74,6 +74,7 @@ def _main(args: argparse.Namespace, rank: int, world_size: int) -> Path:
     model = tokenattr.load_model(args.checkpoint, num_heads=args.num_heads, device=device)
     config = model.config
     image_size = args.image_size or config.image_size
+    mean, std = cli.image_normalisation(args, config)  # what generate() normalises with; stage 2 reads it back
     indices = None if args.pert_index is None else np.load(args.pert_index)
     dataset = ImageNetValidation(args.imagenet_validation_path, indices=indices, image_size=image_size)
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
@@ -87,8 +88,8 @@ def _main(args: argparse.Namespace, rank: int, world_size: int) -> Path:
         "indices": indices_hash(indices),
         "count": count,
         "image_size": image_size,
-        "image_mean": list(config.image_mean),
-        "image_std": list(config.image_std),
+        "image_mean": list(mean),
+        "image_std": list(std),
         # The batch and the device change the floats a little; a resumed run must reproduce them exactly.
         "batch_size": args.batch_size,
         "device": str(args.device),
@@ -127,12 +128,12 @@ def generate(
     """
     from tqdm.auto import tqdm
 
-    config = model.config
+    mean, std = cli.image_normalisation(args, model.config)
     device = args.device if device is None else device
     description = f"{args.method} {args.vis_class}"
     with tqdm(total=count, initial=results.completed, desc=description, unit="image", disable=not progress) as bar:
         for images01, labels in loader:
-            inputs = normalize(images01.to(device), config.image_mean, config.image_std)
+            inputs = normalize(images01.to(device), mean, std)
             target = labels.to(device) if args.vis_class == "target" else None
             relevance = tokenattr.explain(model, inputs, args.method, target=target, **args.method_options)
             maps = tokenattr.to_image_map(relevance, tuple(images01.shape[-2:]))

@@ -69,8 +69,10 @@ def _evaluate(args: argparse.Namespace, rank: int, world_size: int) -> dict:
         dataset = torch.utils.data.Subset(dataset, shard)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers)
 
+    mean, std = cli.image_normalisation(args, config)
+
     def to_input(images01: torch.Tensor) -> torch.Tensor:
-        return normalize(images01, config.image_mean, config.image_std)
+        return normalize(images01, mean, std)
 
     accumulator = segmentation_metrics(
         model, loader, args.method, normalize=to_input, progress=rank == 0, **args.method_options
@@ -90,8 +92,8 @@ def _evaluate(args: argparse.Namespace, rank: int, world_size: int) -> dict:
             "checkpoint": str(args.checkpoint),
             "num_heads": config.num_heads,
             "image_size": config.image_size,
-            "image_mean": list(config.image_mean),
-            "image_std": list(config.image_std),
+            "image_mean": list(mean),
+            "image_std": list(std),
             "method_options": {**model.method_defaults(args.method), **args.method_options},
             "target": "predicted class",
             "batch_size": args.batch_size,

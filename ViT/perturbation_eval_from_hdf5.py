@@ -73,9 +73,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
             )
         model = tokenattr.load_model(args.checkpoint, num_heads=args.num_heads, device=args.device)
         config = model.config
+        # classify with stage 1's normalisation (its --normalisation), recorded in the file
+        mean, std = (json.loads(results.attrs[f"fingerprint_image_{name}"]) for name in ("mean", "std"))
 
         def predict_fn(images01: torch.Tensor) -> torch.Tensor:
-            return model(normalize(images01, config.image_mean, config.image_std))
+            return model(normalize(images01, mean, std))
 
         curve = PerturbationCurve()
         count = int(results.attrs["completed"])
@@ -96,8 +98,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             "visualizations": str(source),
             "checkpoint": str(args.checkpoint),
             "num_heads": config.num_heads,
-            "image_mean": list(config.image_mean),
-            "image_std": list(config.image_std),
+            "image_mean": mean,
+            "image_std": std,
             "batch_size": args.batch_size,
             "device": str(args.device),
         },

@@ -1,22 +1,26 @@
-"""The ViT family beyond ViT-B (spec §6): ViT-L's layout, MAE fine-tuned classifiers, DeiT and DINO with its
-linear head — each loaded from its own checkpoint layout, compared with transformers, and run by every method."""
+"""The ViT family beyond ViT-B (spec §6): ViT-L's layout, MAE fine-tuned classifiers, MoCo v3's linear classifier,
+DeiT and DINO with its linear head — each loaded from its own checkpoint layout and compared with transformers —
+and the ViT scripts' input normalisation. Every method on every family: test_families_methods.py."""
 
 from __future__ import annotations
 
+import json
+
+import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import random_vit
+from conftest import load_script, random_vit
+from PIL import Image
 
 import tokenattr
-from tokenattr.methods import METHODS
+from tokenattr.data import normalize
 from tokenattr.models import VisionTransformer, ViTConfig, load_dino, record
 from tokenattr.models.vit import IMAGENET_MEAN, IMAGENET_STD, ORIGINAL_MEAN_STD, hf_to_timm, ours_to_timm, timm_to_hf
 
 transformers = pytest.importorskip("transformers")
 
 IMAGE, PATCH, CLASSES = 32, 8, 5
-NUM_PATCHES = (IMAGE // PATCH) ** 2
 DINO_BACKBONE, DINO_LINEAR = "dino_vitbase16_like_pretrain.pth", "dino_vitbase16_like_linearweights.pth"
 
 
@@ -102,6 +106,80 @@ def test_mae_checkpoint_is_mean_pooled_with_imagenet_normalisation(tmp_path, tin
         )
         expected = pooled @ timm_state["head.weight"].T + timm_state["head.bias"]
         assert_logits_close(ours(tiny_images), expected)
+
+
+# --- MoCo v3 linear classifier: timm keys behind "module.", a fixed sine-cosine position embedding -------------
+
+
+def moco_v3_position_embedding(grid: int, dim: int) -> np.ndarray:
+    """MoCo v3's ``build_2d_sincos_position_embedding`` written out per entry: a zero class-token row, then for the
+    patch at (row i, column j) ``[sin(i ω_k), cos(i ω_k), sin(j ω_k), cos(j ω_k)]``, ``ω_k = 10000^(-4k/dim)``."""
+    quarter = dim // 4
+    table = np.zeros((1 + grid * grid, dim))
+    for i in range(grid):
+        for j in range(grid):
+            for k in range(quarter):
+                omega = 10000.0 ** (-k / quarter)
+                row = table[1 + i * grid + j]
+                row[k], row[quarter + k] = np.sin(i * omega), np.cos(i * omega)
+                row[2 * quarter + k], row[3 * quarter + k] = np.sin(j * omega), np.cos(j * omega)
+    return table[None].astype(np.float32)
+
+
+def test_moco_v3_linear_checkpoint_loads_with_imagenet_normalisation(tmp_path, tiny_images):
+    timm_state = ours_to_timm(random_vit(embed_dim=128, num_heads=2, seed=6).state_dict())
+    timm_state["pos_embed"] = torch.from_numpy(moco_v3_position_embedding(IMAGE // PATCH, 128))
+    # main_lin.py's save_checkpoint: the DistributedDataParallel state dict beside the training state
+    checkpoint = {
+        "epoch": 90,
+        "arch": "vit_base",
+        "state_dict": {f"module.{name}": value for name, value in timm_state.items()},
+        "best_acc1": 76.7,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "momentum": 0.9, "params": [0, 1]}]},
+    }
+    torch.save(checkpoint, tmp_path / "linear-vit-b-300ep.pth.tar")
+    ours = tokenattr.load_model(tmp_path / "linear-vit-b-300ep.pth.tar")
+    assert (ours.pooling, ours.config.num_heads) == ("cls", 2)
+    assert (ours.config.image_mean, ours.config.image_std) == (IMAGENET_MEAN, IMAGENET_STD)  # MoCo v3 trains so
+    hf = hf_vit_with(timm_state, hf_vit_config(128, 2, 2, intermediate_size=256))
+    with torch.no_grad():
+        assert_logits_close(ours(tiny_images), hf(pixel_values=tiny_images).logits)
+
+    # the same weights with a trained (perturbed) position embedding are a JAX-style ViT: 0.5/0.5
+    timm_state["pos_embed"] = timm_state["pos_embed"] + 1e-3
+    assert tokenattr.load_model(timm_state, num_heads=2).config.image_mean == ORIGINAL_MEAN_STD
+
+
+def test_vit_scripts_normalise_with_the_models_statistics_or_the_originals(tmp_path):
+    """``--normalisation model`` (default) uses MAE's ImageNet mean/std, ``original`` the original's 0.5/0.5; stage 2
+    of the perturbation test classifies with what stage 1 used."""
+    generation, stage2 = load_script("generate_visualizations"), load_script("perturbation_eval_from_hdf5")
+    checkpoint = tmp_path / "mae_finetuned_like.pth"
+    torch.save({"model": ours_to_timm(random_vit(pooling="mean", seed=2).state_dict())}, checkpoint)
+    root = tmp_path / "val"
+    pixels = np.random.default_rng(0).integers(0, 256, (2, IMAGE, IMAGE, 3), dtype=np.uint8)
+    for index, wnid in enumerate(("n01440764", "n01443537")):
+        (root / wnid).mkdir(parents=True)
+        Image.fromarray(pixels[index]).save(root / wnid / "ILSVRC2012_val_00000001.JPEG")
+    flags = ["--method", "raw-attention", "--checkpoint", str(checkpoint), "--imagenet-validation-path", str(root)]
+    flags += ["--num-heads", "4", "--num-workers", "0"]
+    model = tokenattr.load_model(checkpoint, num_heads=4)
+    for choice, (mean, std) in (
+        ("model", (IMAGENET_MEAN, IMAGENET_STD)),
+        ("original", (ORIGINAL_MEAN_STD, ORIGINAL_MEAN_STD)),
+    ):
+        extra = [] if choice == "model" else ["--normalisation", choice]
+        path = generation.main([*flags, *extra, "--out", str(tmp_path / choice)])
+        with h5py.File(path, "r") as results:
+            assert json.loads(results.attrs["fingerprint_image_mean"]) == list(mean)
+            images01, maps = torch.from_numpy(results["image"][()]), results["vis"][:, 0]
+        relevance = tokenattr.explain(model, normalize(images01, mean, std), "raw-attention")
+        np.testing.assert_allclose(maps, tokenattr.to_image_map(relevance, (IMAGE, IMAGE)).numpy(), atol=1e-6)
+        stage2_flags = ["--method", "raw-attention", "--checkpoint", str(checkpoint), "--num-heads", "4"]
+        scores = stage2.main([*stage2_flags, "--visualizations", str(tmp_path / choice), "--out", str(tmp_path)])
+        assert (scores["settings"]["image_mean"], scores["settings"]["image_std"]) == (list(mean), list(std))
+    with pytest.raises(SystemExit):
+        generation.parse_args([*flags, "--normalisation", "imagenet"])  # the choices are model and original
 
 
 # --- DeiT: class and distillation tokens, two heads averaged ------------------------------------------------
@@ -199,7 +277,7 @@ def test_dino_head_of_another_width_is_refused(dino_files):
         load_dino(backbone, linear)
 
 
-# --- every method, read off the rows the prediction is made from ----------------------------------------------
+# --- methods read off the rows the prediction is made from (every method on every family: test_families_methods) ---
 
 
 @pytest.fixture(scope="module")
@@ -208,18 +286,7 @@ def family_models(deit_folder, dino_files):
     return {
         "deit": tokenattr.load_model(deit_folder[0]),
         "dino": load_dino(folder / DINO_BACKBONE, folder / DINO_LINEAR),
-        "mae": random_vit(pooling="mean", seed=2),
     }
-
-
-@pytest.mark.parametrize("method", list(METHODS))
-@pytest.mark.parametrize("kind", ["deit", "dino", "mae"])
-def test_every_method_runs_on_every_pooling(kind, method, family_models, tiny_images):
-    model = family_models[kind]
-    relevance = tokenattr.explain(model, tiny_images[:2], method)
-    expected = (2, IMAGE, IMAGE) if METHODS[method].pixels else (2, NUM_PATCHES)
-    assert relevance.shape == expected
-    assert torch.isfinite(relevance).all() and relevance.abs().sum() > 0
 
 
 @pytest.mark.parametrize(

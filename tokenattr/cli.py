@@ -15,10 +15,18 @@ import torch
 import tokenattr
 import tokenattr.protocols
 from tokenattr.io import write_json
+from tokenattr.models.vit import ORIGINAL_MEAN_STD
+
+# --normalisation: what the ViT scripts normalise [0, 1] images with before the model sees them.
+NORMALISATIONS = {
+    "model": "the model's own mean/std (MAE, DeiT, DINO, MoCo v3: ImageNet's; the JAX ViTs: 0.5/0.5)",
+    "original": "0.5/0.5 for every model, as the original scripts do (for reproduction)",
+}
 
 
 def add_explanation_arguments(parser: argparse.ArgumentParser, limit_help: str) -> None:
-    """``--method --checkpoint --num-heads --start-layer --steps --batch-size --num-workers --limit --device``."""
+    """``--method --checkpoint --num-heads --start-layer --steps --normalisation --batch-size --num-workers --limit
+    --device``."""
     parser.add_argument(
         "--method",
         required=True,
@@ -30,6 +38,12 @@ def add_explanation_arguments(parser: argparse.ArgumentParser, limit_help: str) 
         "--start-layer", type=int, help="0-based first block the method includes (default: the method's for this model)"
     )
     parser.add_argument("--steps", type=int, help="reasoning-feedback steps of Ours (default: 20)")
+    parser.add_argument(
+        "--normalisation",
+        choices=NORMALISATIONS,
+        default="model",
+        help="input normalisation: " + "; ".join(f"{name}: {text}" for name, text in NORMALISATIONS.items()),
+    )
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch (default: 8)")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
     parser.add_argument("--limit", type=int, help=limit_help)
@@ -59,6 +73,13 @@ def check_explanation_arguments(
             parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.num_workers < 0:
         parser.error(f"--num-workers must be >= 0, got {args.num_workers}")
+
+
+def image_normalisation(args: argparse.Namespace, config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``(mean, std)`` per channel that ``--normalisation`` chooses for a ViT with ``config`` (a ``ViTConfig``)."""
+    if args.normalisation == "original":
+        return ORIGINAL_MEAN_STD, ORIGINAL_MEAN_STD
+    return tuple(config.image_mean), tuple(config.image_std)
 
 
 # --- text classifiers (BERT/) ------------------------------------------------------------------------------
