@@ -22,7 +22,8 @@ from .loading import (
 from .vit import VisionTransformer, ViTConfig
 
 FAMILIES = ("vit", "bert", "clip")
-HF_MODEL_TYPES = {"vit": "vit", "deit": "vit", "bert": "bert", "roberta": "bert", "clip": "clip"}  # config.json "model_type" -> family
+# config.json "model_type" -> family
+HF_MODEL_TYPES = {"vit": "vit", "deit": "vit", "bert": "bert", "roberta": "bert", "clip": "clip"}
 
 
 def _family_of_hf_config(hf_config: Mapping) -> str:

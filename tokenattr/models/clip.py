@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .layers import Block, Encoder
 from .loading import CheckpointMismatchError, StateDict, load_strict
+from .vit import PatchGrid
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # what OpenAI's preprocess normalises with
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -69,7 +70,7 @@ def _blocks(config: CLIPConfig, width: int, layers: int, heads: int) -> Encoder:
     )
 
 
-class CLIPVisionTower(nn.Module):
+class CLIPVisionTower(PatchGrid, nn.Module):
     """The image encoder: ``pixel_values [B, 3, H, W]`` (CLIP-normalised) → image features ``[B, embed_dim]``."""
 
     main_input_name = "pixel_values"
@@ -91,16 +92,6 @@ class CLIPVisionTower(nn.Module):
     @property
     def depth(self) -> int:
         return self.config.vision_layers
-
-    @property
-    def patch_grid(self) -> tuple[int, int]:
-        side = self.config.image_size // self.config.patch_size
-        return side, side
-
-    @property
-    def num_patches(self) -> int:
-        rows, cols = self.patch_grid
-        return rows * cols
 
     def check_inputs(self, pixel_values: Tensor) -> None:
         side = self.config.image_size

@@ -73,7 +73,22 @@ class ViTConfig:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
 
 
-class VisionTransformer(nn.Module):
+class PatchGrid:
+    """The square patch grid of a model whose ``config`` has ``image_size`` and ``patch_size`` (ViT, CLIP's image
+    tower)."""
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        side = self.config.image_size // self.config.patch_size
+        return side, side
+
+    @property
+    def num_patches(self) -> int:
+        rows, cols = self.patch_grid
+        return rows * cols
+
+
+class VisionTransformer(PatchGrid, nn.Module):
     """A ViT classifier whose forward returns logits ``[B, num_classes]``.
 
     ``input_scale`` (``[B]``) multiplies the normalised pixels before the patch embedding: the straight path
@@ -115,16 +130,6 @@ class VisionTransformer(nn.Module):
     @property
     def depth(self) -> int:
         return self.config.depth
-
-    @property
-    def patch_grid(self) -> tuple[int, int]:
-        side = self.config.image_size // self.config.patch_size
-        return side, side
-
-    @property
-    def num_patches(self) -> int:
-        rows, cols = self.patch_grid
-        return rows * cols
 
     def method_defaults(self, method: str) -> dict:
         """Per-family keyword defaults of a method (DESIGN §4): ViT-B's start blocks scaled by depth; |R| in Ours-T."""
