@@ -186,3 +186,69 @@ def _object_colour(rng: np.random.Generator, local_mean: np.ndarray) -> np.ndarr
         return candidates[ok[0]]
     corner_dist = np.linalg.norm(_CORNER_COLOURS - local_mean, axis=1)
     return _CORNER_COLOURS[np.argmax(corner_dist)]
+
+
+# --- captioned shapes (the demo CLIP) ----------------------------------------------------------------------------
+
+# Named object colours: far from each other and from the muted background, so a caption's colour word is decided
+# by the object's pixels alone.
+COLOUR_NAMES: dict[str, tuple[float, float, float]] = {
+    "red": (0.9, 0.1, 0.1),
+    "green": (0.1, 0.7, 0.15),
+    "blue": (0.15, 0.25, 0.95),
+    "yellow": (0.95, 0.9, 0.1),
+}
+_COLOUR_JITTER = 0.08  # each channel of an object's colour moves by up to this
+CAPTIONS: tuple[str, ...] = tuple(f"a {colour} {shape}" for colour in COLOUR_NAMES for shape in SHAPE_CLASSES)
+
+
+@dataclass(frozen=True)
+class CaptionedShapes:
+    """Images of one coloured shape each, their object masks and their captions (``"a red square"``).
+
+    images: float32 [n, 3, S, S] in [0, 1].
+    masks: uint8 [n, S, S], 1 exactly on the object's pixels.
+    labels: int64 [n], indices into CAPTIONS: ``colour * len(SHAPE_CLASSES) + shape``.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def captions(self) -> list[str]:
+        return [CAPTIONS[label] for label in self.labels]
+
+
+def make_captioned_shapes(n: int, image_size: int = 64, seed: int = 0) -> CaptionedShapes:
+    """Generate ``n`` captioned images of ``image_size`` x ``image_size`` pixels.
+
+    Each holds one object of a shape of ``SHAPE_CLASSES`` (side 30-45% of the image) in a colour of
+    ``COLOUR_NAMES`` on the smooth background of :func:`make_shapes`, without its distractors: the colour and
+    the shape words of the caption are both visible only on the object. Captions are balanced over ``CAPTIONS``
+    (counts differ by at most one) and shuffled. The same arguments always give identical arrays.
+    """
+    _check_int("n", n, minimum=1)
+    _check_int("image_size", image_size, minimum=16)
+    size = int(image_size)
+    rng = np.random.default_rng(seed)
+
+    labels = rng.permutation(np.arange(n, dtype=np.int64) % len(CAPTIONS))
+    palette = np.array(list(COLOUR_NAMES.values()), dtype=np.float64)
+    images = np.empty((n, 3, size, size), dtype=np.float32)
+    masks = np.empty((n, size, size), dtype=np.uint8)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    upsamplers: dict[int, np.ndarray] = {}
+
+    for i, label in enumerate(labels):
+        colour, shape = divmod(int(label), len(SHAPE_CLASSES))
+        image = _background(rng, size, upsamplers)
+        mask, _ = _object_mask(rng, shape, xs, ys)
+        image[:, mask] = (palette[colour] + rng.uniform(-_COLOUR_JITTER, _COLOUR_JITTER, size=3))[:, None]
+        image += rng.uniform(-_NOISE_AMPLITUDE, _NOISE_AMPLITUDE, size=image.shape)
+        np.clip(image, 0.0, 1.0, out=images[i], casting="unsafe")
+        masks[i] = mask
+    return CaptionedShapes(images=images, masks=masks, labels=labels)
