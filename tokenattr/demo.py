@@ -18,7 +18,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -205,22 +205,32 @@ def _cpu_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _train(settings: TrainSettings, progress: bool) -> tuple[VisionTransformer, dict]:
+def fit(
+    model: nn.Module,
+    inputs: Tensor,
+    batch_loss: Callable[[Tensor, Tensor], Tensor],
+    settings,
+    decays: Callable[[str, nn.Parameter], bool],
+    description: str,
+    progress: bool,
+    after_step: Callable[[], None] | None = None,
+) -> list[float]:
+    """Train ``model`` on ``inputs`` ``[n_train, ...]`` as both demos do; returns each epoch's mean loss.
+
+    ``settings`` gives ``epochs``, ``batch_size``, ``n_train``, ``lr``, ``weight_decay``, ``warmup_fraction``,
+    ``augment`` and ``seed``: AdamW with weight decay on the parameters ``decays(name, param)`` picks, a linear
+    warm-up then a cosine decay per step, mini-batches in a seeded random order, random square symmetries when
+    ``augment``. ``batch_loss(batch_inputs, batch_indices)`` is a mini-batch's loss; ``after_step`` runs after
+    every optimiser step.
+    """
     from tqdm.auto import tqdm
 
-    started = time.perf_counter()
-    train = make_shapes(settings.n_train, IMAGE_SIZE, seed=settings.data_seed)
-    inputs, labels = pixel_values(train.images), torch.from_numpy(train.labels)
-
-    model = initial_demo_model(settings, train.images).train()
     generator = torch.Generator().manual_seed(settings.seed)
-    steps_per_epoch = math.ceil(settings.n_train / settings.batch_size)
-    total_steps = settings.epochs * steps_per_epoch
+    total_steps = settings.epochs * math.ceil(settings.n_train / settings.batch_size)
     warmup_steps = max(1, round(settings.warmup_fraction * total_steps))
-    # Weight decay on weight matrices only, not on biases, norms, position embedding and class token (timm).
     decayed, not_decayed = [], []
     for name, param in model.named_parameters():
-        (decayed if param.dim() > 1 and name not in ("pos_embed", "cls_token") else not_decayed).append(param)
+        (decayed if decays(name, param) else not_decayed).append(param)
     optimizer = torch.optim.AdamW(
         [{"params": decayed, "weight_decay": settings.weight_decay}, {"params": not_decayed, "weight_decay": 0.0}],
         lr=settings.lr,
@@ -233,7 +243,7 @@ def _train(settings: TrainSettings, progress: bool) -> tuple[VisionTransformer, 
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
     epoch_losses = []
-    with tqdm(total=total_steps, desc="training the demo ViT", unit="step", disable=not progress) as bar:
+    with tqdm(total=total_steps, desc=description, unit="step", disable=not progress) as bar:
         for _ in range(settings.epochs):
             order = torch.randperm(settings.n_train, generator=generator)
             loss_sum = 0.0
@@ -241,15 +251,40 @@ def _train(settings: TrainSettings, progress: bool) -> tuple[VisionTransformer, 
                 batch_inputs = inputs[batch]
                 if settings.augment:
                     batch_inputs = _augment(batch_inputs, generator)
-                loss = F.cross_entropy(model(batch_inputs), labels[batch])
+                loss = batch_loss(batch_inputs, batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 schedule.step()
+                if after_step is not None:
+                    after_step()
                 loss_sum += loss.item() * len(batch)
                 bar.update()
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
             epoch_losses.append(loss_sum / settings.n_train)
+    return epoch_losses
+
+
+def _train(settings: TrainSettings, progress: bool) -> tuple[VisionTransformer, dict]:
+
+    started = time.perf_counter()
+    train = make_shapes(settings.n_train, IMAGE_SIZE, seed=settings.data_seed)
+    inputs, labels = pixel_values(train.images), torch.from_numpy(train.labels)
+
+    model = initial_demo_model(settings, train.images).train()
+
+    def decays(name: str, param: nn.Parameter) -> bool:  # weight matrices, not position embedding, class token (timm)
+        return param.dim() > 1 and name not in ("pos_embed", "cls_token")
+
+    epoch_losses = fit(
+        model,
+        inputs,
+        lambda batch_inputs, batch: F.cross_entropy(model(batch_inputs), labels[batch]),
+        settings,
+        decays,
+        "training the demo ViT",
+        progress,
+    )
     model.eval()
     val = make_shapes(settings.n_val, IMAGE_SIZE, seed=settings.val_seed)
     summary = {

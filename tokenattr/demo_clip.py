@@ -30,7 +30,7 @@ from torch import Tensor
 import tokenattr
 from tokenattr.data.synthetic import CAPTIONS, make_captioned_shapes
 from tokenattr.data.transforms import normalize
-from tokenattr.demo import DEMO_THREADS, WHITENING_IMAGES, _augment, _cpu_threads, init_patch_embedding, init_weights
+from tokenattr.demo import DEMO_THREADS, WHITENING_IMAGES, _cpu_threads, fit, init_patch_embedding, init_weights
 from tokenattr.io import atomic_path
 from tokenattr.models.clip import CLIPConfig, CLIPModel, ours_to_openai
 from tokenattr.models.clip_tokenizer import load_clip_tokenizer, tokenize_prompts
@@ -179,7 +179,6 @@ def train_demo_clip(settings: TrainSettings = TrainSettings(), progress: bool = 
 
 
 def _train(settings: TrainSettings, progress: bool) -> tuple[CLIPModel, dict]:
-    from tqdm.auto import tqdm
 
     started = time.perf_counter()
     size = settings.config.image_size
@@ -189,47 +188,24 @@ def _train(settings: TrainSettings, progress: bool) -> tuple[CLIPModel, dict]:
     prompts = compact_ids(caption_ids(settings.config.context_length), vocabulary)
 
     model = initial_demo_clip(settings, train.images).train()
-    generator = torch.Generator().manual_seed(settings.seed)
-    steps_per_epoch = math.ceil(settings.n_train / settings.batch_size)
-    total_steps = settings.epochs * steps_per_epoch
-    warmup_steps = max(1, round(settings.warmup_fraction * total_steps))
-    # Weight decay on weight matrices only: not on biases, norms, embeddings of positions and tokens, the
-    # temperature (timm, open_clip).
-    decayed, not_decayed = [], []
-    for name, param in model.named_parameters():
-        is_matrix = param.dim() > 1 and "embedding" not in name
-        (decayed if is_matrix else not_decayed).append(param)
-    optimizer = torch.optim.AdamW(
-        [{"params": decayed, "weight_decay": settings.weight_decay}, {"params": not_decayed, "weight_decay": 0.0}],
-        lr=settings.lr,
+
+    def decays(name: str, param: torch.nn.Parameter) -> bool:  # weight matrices, not embeddings (open_clip)
+        return param.dim() > 1 and "embedding" not in name
+
+    def clamp_temperature() -> None:
+        with torch.no_grad():
+            model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
+
+    epoch_losses = fit(
+        model,
+        inputs,
+        lambda batch_inputs, batch: contrastive_loss(model(batch_inputs, prompts[labels[batch]]), labels[batch]),
+        settings,
+        decays,
+        "training the demo CLIP",
+        progress,
+        after_step=clamp_temperature,
     )
-
-    def lr_factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    epoch_losses = []
-    with tqdm(total=total_steps, desc="training the demo CLIP", unit="step", disable=not progress) as bar:
-        for _ in range(settings.epochs):
-            order = torch.randperm(settings.n_train, generator=generator)
-            loss_sum = 0.0
-            for batch in order.split(settings.batch_size):
-                batch_inputs = inputs[batch]
-                if settings.augment:
-                    batch_inputs = _augment(batch_inputs, generator)
-                loss = contrastive_loss(model(batch_inputs, prompts[labels[batch]]), labels[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                with torch.no_grad():
-                    model.logit_scale.clamp_(max=MAX_LOGIT_SCALE)
-                loss_sum += loss.item() * len(batch)
-                bar.update()
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-            epoch_losses.append(loss_sum / settings.n_train)
     model = full_vocabulary(model, vocabulary, settings.config.vocab_size).eval()
     val = make_captioned_shapes(settings.n_val, size, seed=settings.val_seed)
     summary = {
