@@ -326,3 +326,15 @@ def test_cheap_feedback_path_runs_on_either_tower(tower):
         model, first, "ours-h", feedback_path="last-attention", **{**options, "target": target[:1]}
     )
     torch.testing.assert_close(cheap[:1], alone, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (benchmarks/gpu_check.sh runs it on a GPU)")
+@pytest.mark.parametrize("tower", ["image", "text"])
+def test_cuda_gives_the_cpu_maps(tower):
+    model = random_clip()
+    inputs = {"pixel_values": images(), "input_ids": prompts()[0]}
+    for method in TOKEN_METHODS:
+        on_cpu = tokenattr.explain(model, inputs, method, tower=tower, **few_steps(method))
+        on_cuda = tokenattr.explain(model.to("cuda"), inputs, method, tower=tower, **few_steps(method))
+        model.to("cpu")
+        torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=1e-3, atol=1e-5 * on_cpu.abs().max().item())
